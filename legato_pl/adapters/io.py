@@ -1,0 +1,74 @@
+"""Adapter-only artifacts: ``adapter_config.json`` + ``adapters.safetensors``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from legato_pl.adapters.config import ODEAdapterConfig
+from legato_pl.adapters.model import ODEAdapters, resolve_stages
+from legato_pl.errors import LegatoInputError
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapters.safetensors"
+FORMAT_VERSION = 1
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_adapters(adapters: ODEAdapters, path: str | os.PathLike) -> Path:
+    """Write the adapters' weights and config into directory ``path`` (atomically, file by file)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in adapters.state_dict().items()}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "unet_class": type(adapters.unet).__name__,
+        "stage_channels": adapters.stage_channels,
+        "config": adapters.config.to_dict(),
+    }
+    _atomic_write_bytes(path / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    _atomic_write_bytes(path / CONFIG_NAME, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    return path
+
+
+def read_adapter_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        raise LegatoInputError(f"{path} is not an adapter directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    return json.loads((path / CONFIG_NAME).read_text())
+
+
+def load_adapters(unet: nn.Module, path: str | os.PathLike, strength: float = 1.0) -> ODEAdapters:
+    """Attach adapters saved with :func:`save_adapters` to ``unet`` (e.g. ``pipe.unet``)."""
+    meta = read_adapter_config(path)
+    config = ODEAdapterConfig.from_dict(meta["config"])
+    saved: dict[str, int] = meta["stage_channels"]
+    try:
+        available = resolve_stages(unet, list(saved))
+    except LegatoInputError as err:
+        raise LegatoInputError(f"adapters in {path} do not fit this UNet: {err}") from None
+    for stage, channels in saved.items():
+        if available[stage] != channels:
+            raise LegatoInputError(
+                f"adapters in {path} do not fit this UNet: stage {stage!r} has {available[stage]} channels, "
+                f"the adapter expects {channels}"
+            )
+    adapters = ODEAdapters(unet, config, saved)
+    state = load_file(str(Path(path) / WEIGHTS_NAME))
+    adapters.load_state_dict(state, strict=True)
+    first = next(unet.parameters())
+    adapters.to(device=first.device)
+    adapters.strength = strength
+    return adapters
+
+
+__all__ = ["save_adapters", "load_adapters", "read_adapter_config", "CONFIG_NAME", "WEIGHTS_NAME"]

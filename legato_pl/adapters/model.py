@@ -1,0 +1,165 @@
+"""Attach ODE adapters to the stages of a diffusers UNet with forward hooks (the UNet is never copied)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor, nn
+
+from legato_pl.adapters.config import ODEAdapterConfig
+from legato_pl.adapters.layer import ODEAdapter
+from legato_pl.errors import LegatoInputError
+
+
+def _block_channels(unet: nn.Module) -> dict[str, int]:
+    """Output channels of every resolution stage of a diffusers UNet2DModel / UNet2DConditionModel."""
+    config = getattr(unet, "config", None)
+    blocks = getattr(config, "block_out_channels", None) if config is not None else None
+    if blocks is None or not hasattr(unet, "up_blocks"):
+        raise LegatoInputError(f"{type(unet).__name__} is not a diffusers UNet with down/mid/up blocks")
+    blocks = list(blocks)
+    stages = {f"down_blocks.{i}": c for i, c in enumerate(blocks)}
+    if getattr(unet, "mid_block", None) is not None:
+        stages["mid_block"] = blocks[-1]
+    stages.update({f"up_blocks.{i}": c for i, c in enumerate(reversed(blocks))})
+    return stages
+
+
+def resolve_stages(unet: nn.Module, stages: str | list[str]) -> dict[str, int]:
+    """Map the configured stages to ``{module name: output channels}``; unknown names raise."""
+    known = _block_channels(unet)
+    if isinstance(stages, str):
+        prefix = {"up": ("up_blocks",), "down": ("down_blocks",), "mid": ("mid_block",), "all": ("down", "mid", "up")}
+        return {n: c for n, c in known.items() if n.startswith(prefix[stages])}
+    modules = dict(unet.named_modules())
+    resolved = {}
+    for name in stages:
+        if name not in modules:
+            raise LegatoInputError(f"stage {name!r} is not a module of {type(unet).__name__}; stages: {sorted(known)}")
+        if name in known:
+            resolved[name] = known[name]
+            continue
+        convs = [m for m in modules[name].modules() if isinstance(m, nn.Conv2d)]
+        if not convs:
+            raise LegatoInputError(f"stage {name!r} has no Conv2d from which to infer its output channels")
+        resolved[name] = convs[-1].out_channels
+    return resolved
+
+
+def _key(stage: str) -> str:
+    return stage.replace(".", "__")  # ModuleDict keys may not contain dots
+
+
+class ODEAdapters(nn.Module):
+    """The ODE adapters of one UNet. Holds only adapter parameters; the UNet is referenced, not owned."""
+
+    def __init__(self, unet: nn.Module, config: ODEAdapterConfig, stage_channels: dict[str, int]):
+        super().__init__()
+        self.config = config
+        self.stage_channels = dict(stage_channels)
+        self.adapters = nn.ModuleDict({_key(n): ODEAdapter(c, config) for n, c in stage_channels.items()})
+        object.__setattr__(self, "_unet", unet)  # plain attribute: not a submodule, so never in our state
+        self._strength = 1.0
+        self._enabled = True
+        self._states: dict[str, Tensor] = {}
+        self._handles: list[Any] = []
+        self._timestep: Tensor | None = None
+        self._attach()
+
+    # hooks ---------------------------------------------------------------------------------------
+    def _attach(self) -> None:
+        for name in self.stage_channels:
+            module = self._unet.get_submodule(name)
+            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+        if self.config.timestep_conditioning:
+            self._handles.append(self._unet.register_forward_pre_hook(self._capture_timestep, with_kwargs=True))
+
+    def _capture_timestep(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
+
+    def _make_hook(self, name: str):
+        adapter = self.adapters[_key(name)]
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+            if not self._enabled or self._strength == 0.0:
+                return None  # output untouched: exactly the base model
+            h = output[0] if isinstance(output, tuple) else output
+            adapter.set_timestep(self._timestep, h.shape[0])
+            h, states = adapter(h, self._strength)
+            self._states[name] = states
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        return hook
+
+    # public API ----------------------------------------------------------------------------------
+    @property
+    def unet(self) -> nn.Module:
+        return self._unet
+
+    @property
+    def strength(self) -> float:
+        """Fraction of ``t_end`` integrated: 0 is the base model exactly, 1 the trained adapters."""
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise LegatoInputError(f"adapter strength must be in [0, 1], got {value}")
+        self._strength = value
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    @contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run the same UNet without adapters (the frozen teacher)."""
+        previous, self._enabled = self._enabled, False
+        try:
+            yield
+        finally:
+            self._enabled = previous
+
+    @contextmanager
+    def at_strength(self, value: float) -> Iterator[None]:
+        previous = self.strength
+        self.strength = value
+        try:
+            yield
+        finally:
+            self._strength = previous
+
+    def trajectory_states(self) -> dict[str, Tensor]:
+        """States ``[steps + 1, B, C, H, W]`` visited by each adapter in the last adapted forward."""
+        return dict(self._states)
+
+    def clear_states(self) -> None:
+        self._states = {}
+
+    def detach(self) -> nn.Module:
+        """Remove the hooks: the UNet behaves exactly as before attaching. Returns the UNet."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._states = {}
+        return self._unet
+
+    def extra_repr(self) -> str:
+        return f"stages={list(self.stage_channels)}, strength={self._strength}, method={self.config.method!r}"
+
+
+def attach_adapters(unet: nn.Module, config: ODEAdapterConfig | None = None) -> ODEAdapters:
+    """Attach zero-initialised ODE adapters after the configured stages of ``unet``.
+
+    The returned module holds only adapter parameters; at init (and at strength 0) the UNet's
+    outputs are exactly those of the base model.
+    """
+    config = config or ODEAdapterConfig()
+    stage_channels = resolve_stages(unet, config.stages)
+    if not stage_channels:
+        raise LegatoInputError(f"stages={config.stages!r} matched no module of {type(unet).__name__}")
+    first = next(unet.parameters())
+    return ODEAdapters(unet, config, stage_channels).to(device=first.device)

@@ -1,0 +1,107 @@
+"""The base model directory: a diffusers pipeline (``model_index.json``, ``unet/``, ``scheduler/``)
+plus ``identities.json`` (person names in class-index order; the null class is the last index)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from torch import Tensor, nn
+
+from legato_pl.errors import LegatoInputError
+
+IDENTITIES_FILE = "identities.json"
+
+
+def default_unet_config() -> dict[str, Any]:
+    """A small class-conditional UNet2DModel for 32x32 images (~1.2 M parameters)."""
+    return {
+        "block_out_channels": [32, 64, 64],
+        "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+        "layers_per_block": 1,
+        "norm_num_groups": 16,
+        "attention_head_dim": 32,
+    }
+
+
+def build_unet(config: dict[str, Any] | None, num_identities: int, image_size: int) -> UNet2DModel:
+    """A fresh class-conditional UNet with ``num_identities + 1`` classes (the last is the null class)."""
+    kwargs = {**default_unet_config(), **(config or {})}
+    kwargs.update(sample_size=image_size, in_channels=3, out_channels=3, num_class_embeds=num_identities + 1)
+    return UNet2DModel(**kwargs)
+
+
+def downsampling_factor(unet: nn.Module) -> int:
+    return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+@dataclass
+class BaseModel:
+    unet: UNet2DModel
+    scheduler: DDPMScheduler
+    identities: list[str]
+
+    @property
+    def null_class(self) -> int | None:
+        n = self.unet.config.num_class_embeds
+        return None if n is None else n - 1
+
+
+def save_base_model(path: str | Path, unet: UNet2DModel, scheduler: DDPMScheduler, identities: list[str]) -> Path:
+    path = Path(path)
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(path))
+    (path / IDENTITIES_FILE).write_text(json.dumps(list(identities), indent=1) + "\n")
+    return path
+
+
+def load_base_model(path: str | Path) -> BaseModel:
+    """Load a base model directory; anything that is not one stops with one clear line."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise LegatoInputError(f"base model directory {path} does not exist")
+    for needed in ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json"):
+        if not (path / needed).is_file():
+            raise LegatoInputError(f"{path} is not a diffusers pipeline directory (missing {needed})")
+    unet_class = json.loads((path / "unet/config.json").read_text()).get("_class_name")
+    if unet_class != "UNet2DModel":
+        raise LegatoInputError(
+            f"{path}/unet is a {unet_class}; UnlearningModule needs a class-conditional UNet2DModel "
+            "(attach_adapters itself also works on UNet2DConditionModel)"
+        )
+    unet = UNet2DModel.from_pretrained(str(path), subfolder="unet")
+    scheduler = DDPMScheduler.from_pretrained(str(path), subfolder="scheduler")
+    n_classes = unet.config.num_class_embeds
+    ids_file = path / IDENTITIES_FILE
+    if ids_file.is_file():
+        identities = json.loads(ids_file.read_text())
+        if n_classes is not None and len(identities) != n_classes - 1:
+            raise LegatoInputError(
+                f"{ids_file} names {len(identities)} identities but the UNet has {n_classes} classes "
+                "(expected names + 1 null class)"
+            )
+    else:
+        identities = [f"class_{i}" for i in range((n_classes or 1) - 1)]
+    return BaseModel(unet, scheduler, identities)
+
+
+@contextmanager
+def class_embedding_override(unet: nn.Module, embedding: Tensor):
+    """Within the block, the UNet's class embedding outputs ``embedding`` (for interpolated classes)."""
+    handle = unet.class_embedding.register_forward_hook(lambda module, args, output: embedding.to(output.dtype))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def predict_noise(unet: nn.Module, x: Tensor, t: Tensor, embedding: Tensor) -> Tensor:
+    """The UNet's prediction conditioned on class *embeddings* (rows of ``class_embedding`` or mixes of them)."""
+    dummy = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    with class_embedding_override(unet, embedding):
+        return unet(x, t, class_labels=dummy).sample

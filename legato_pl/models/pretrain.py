@@ -1,0 +1,98 @@
+"""DiffusionPretrainModule: the class-conditional base DDPM (identity = class label)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from legato_pl.models.base import build_unet, save_base_model
+from legato_pl.models.diffusion import add_noise, ema_update
+
+
+class DiffusionPretrainModule(pl.LightningModule):
+    """Trains a class-conditional DDPM with label dropout to a null class (for guidance and the
+    ``anchor`` target) and writes a diffusers pipeline directory plus ``identities.json``.
+
+    Args:
+        output_dir: where the pipeline directory is written at the end of fit.
+        unet: overrides of :func:`legato_pl.models.base.default_unet_config` (UNet2DModel kwargs).
+        label_dropout: probability of replacing a label with the null class.
+        ema_decay: EMA of the weights saved in the pipeline (``None`` saves the raw weights).
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "runs/base",
+        unet: dict[str, Any] | None = None,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        label_dropout: float = 0.1,
+        lr: float = 2e-4,
+        warmup_steps: int = 100,
+        ema_decay: float | None = 0.999,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+        self.unet = None
+        self.ema = None
+        self.identities: list[str] = []
+
+    @override
+    def configure_model(self) -> None:
+        if self.unet is not None:
+            return
+        dm = self.trainer.datamodule
+        self.identities = list(dm.class_names)
+        self.unet = build_unet(self.hparams.unet, len(self.identities), dm.image_size)
+        if self.hparams.ema_decay is not None:
+            self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        rank_zero_info(f"base UNet: {sum(p.numel() for p in self.unet.parameters()):,} parameters, "
+                       f"{len(self.identities)} identities + null class")
+
+    @property
+    def null_class(self) -> int:
+        return len(self.identities)
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        images, labels = batch["images"], batch["labels"]
+        drop = torch.rand(labels.shape[0], device=labels.device) < self.hparams.label_dropout
+        labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        x_t, noise, t = add_noise(self.scheduler, images)
+        loss = F.mse_loss(self.unet(x_t, t, class_labels=labels).sample, noise)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @override
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            step = self.global_step
+            decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))  # warm-up for short runs
+            ema_update(self.ema, self.unet, decay)
+
+    @override
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr, weight_decay=0.0)
+        warmup = max(1, self.hparams.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["identities"] = self.identities
+
+    @override
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            unet = self.ema if self.ema is not None else self.unet
+            path = save_base_model(Path(self.hparams.output_dir), unet, self.scheduler, self.identities)
+            rank_zero_info(f"base model written to {path}")

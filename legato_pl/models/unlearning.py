@@ -1,0 +1,184 @@
+"""UnlearningModule: a frozen diffusers UNet, ODE adapters, and the LEGATO/GUIDE objective."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from typing_extensions import override
+
+from legato_pl.adapters import ODEAdapterConfig, attach_adapters, save_adapters
+from legato_pl.errors import LegatoInputError
+from legato_pl.models.base import downsampling_factor, load_base_model, predict_noise
+from legato_pl.models.diffusion import add_noise
+from legato_pl.objectives import FORGET_TARGETS, adjacent_embeddings, forget_target, preservation, trajectory_consistency
+
+LOSS_TERMS = ("forget", "retain", "trajectory", "adjacency")
+
+
+class UnlearningModule(pl.LightningModule):
+    """Make a class-conditional base model forget identities by training ODE adapters only.
+
+    The teacher is the same UNet with the adapters disabled: one frozen copy, never duplicated.
+
+    Args:
+        base_model: a base model directory (diffusers pipeline + ``identities.json``).
+        adapter: ODE adapter settings (defaults: the paper's).
+        forget_target: ``anchor`` (match the null class) or ``negative`` (extrapolate away, weight ``eta``).
+        w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
+        adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
+        output_dir: where adapters are written at the end of fit (default ``<log_dir>/adapters``).
+    """
+
+    def __init__(
+        self,
+        base_model: str,
+        adapter: ODEAdapterConfig | None = None,
+        forget_target: str = "anchor",
+        eta: float = 1.0,
+        w_forget: float = 1.0,
+        w_retain: float = 1.0,
+        w_trajectory: float = 0.1,
+        w_adjacency: float = 0.5,
+        adjacency_alpha_max: float = 1.0,
+        lr: float = 1e-3,
+        output_dir: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if forget_target not in FORGET_TARGETS:
+            raise LegatoInputError(f"forget_target must be one of {FORGET_TARGETS}, got {forget_target!r}")
+        for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "adjacency_alpha_max"):
+            if getattr(self.hparams, name) < 0:
+                raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
+        base = load_base_model(base_model)
+        if base.null_class is None:
+            raise LegatoInputError(
+                f"{base_model} has an unconditional UNet; UnlearningModule needs class-conditional identities"
+            )
+        self.unet = base.unet.requires_grad_(False).eval()
+        self.scheduler = base.scheduler
+        self.identities = base.identities
+        self.null_class = base.null_class
+        self.adapters = attach_adapters(self.unet, adapter or ODEAdapterConfig())
+        self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
+        self.strict_loading = False  # checkpoints hold the trainable state only
+
+    # setup -----------------------------------------------------------------------------------
+    @override
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        if dm is None or not hasattr(dm, "class_names"):
+            return
+        missing = [n for n in dm.class_names if n not in self.identities]
+        forget_missing = [n for n in getattr(dm, "forget", []) if n not in self.identities]
+        if forget_missing:
+            raise LegatoInputError(
+                f"forget identity {forget_missing[0]!r} is not a class of the base model "
+                f"{self.hparams.base_model} (classes: {', '.join(self.identities[:8])}...)"
+            )
+        if missing:
+            raise LegatoInputError(f"identity {missing[0]!r} in the data is not a class of the base model")
+        factor = downsampling_factor(self.unet)
+        if dm.image_size % factor:
+            raise LegatoInputError(f"image_size {dm.image_size} must be a multiple of {factor} for this UNet")
+        index = {n: i for i, n in enumerate(self.identities)}
+        self.label_map = torch.tensor([index[n] for n in dm.class_names], device=self.device)
+        trainable = sum(p.numel() for p in self.adapters.parameters())
+        frozen = sum(p.numel() for p in self.unet.parameters())
+        rank_zero_info(f"trainable adapter parameters: {trainable:,}; frozen UNet parameters: {frozen:,}")
+
+    @override
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.unet.eval()  # the frozen base never switches to training behaviour
+        return self
+
+    # objective -------------------------------------------------------------------------------
+    def compute_losses(self, batch: dict) -> dict[str, Tensor]:
+        """Every objective term for one forget/retain batch (one teacher and one student forward)."""
+        h = self.hparams
+        table = self.unet.class_embedding.weight
+        yf, yr = self.label_map[batch["forget_labels"]], self.label_map[batch["retain_labels"]]
+        xf, _, tf = add_noise(self.scheduler, batch["forget_images"])
+        xr, _, tr = add_noise(self.scheduler, batch["retain_images"])
+        nf, nr = len(xf), len(xr)
+        e_f, e_r, e_null = table[yf], table[yr], table[self.null_class].expand(max(nf, nr), -1)
+        partner = e_r[torch.arange(nf, device=self.device) % nr]
+        alpha = torch.rand(nf, device=self.device) * h.adjacency_alpha_max
+        e_adj = adjacent_embeddings(e_f, partner, alpha)
+        use_adj = h.w_adjacency > 0
+        negative = h.forget_target == "negative"
+
+        # teacher: same UNet, adapters off
+        t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [e_null[:nf], e_r, e_null[:nr]]
+        if negative:
+            t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_f]
+            if use_adj:
+                t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
+        with torch.no_grad(), self.adapters.disabled():
+            teacher = predict_noise(self.unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).split(
+                [len(x) for x in t_x]
+            )
+        eps_null_f, eps_r_c, eps_r_null = teacher[:3]
+        eps_f_c = teacher[3] if negative else None
+        eps_adj_c = teacher[4] if negative and use_adj else None
+
+        # student: adapters on, one forward
+        s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [e_f, e_r, e_null[:nr]]
+        if use_adj:
+            s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [e_adj]
+        self.adapters.clear_states()
+        student = predict_noise(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).split([len(x) for x in s_x])
+
+        losses = {
+            "forget": preservation(student[0], forget_target(eps_null_f, eps_f_c, h.forget_target, h.eta)),
+            "retain": 0.5 * (preservation(student[1], eps_r_c) + preservation(student[2], eps_r_null)),
+            "trajectory": trajectory_consistency(self.adapters.trajectory_states().values()).to(self.device),
+        }
+        if use_adj:
+            losses["adjacency"] = preservation(student[3], forget_target(eps_null_f, eps_adj_c, h.forget_target, h.eta))
+        return losses
+
+    def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"loss term {name!r} is {value.item()}; stopping (the last checkpoint is kept)")
+        return sum(getattr(self.hparams, f"w_{name}") * value for name, value in losses.items())
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        losses = self.compute_losses(batch)
+        loss = self.total_loss(losses)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @override
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.adapters.parameters(), lr=self.hparams.lr, weight_decay=0.0)
+
+    # artifacts -------------------------------------------------------------------------------
+    @override
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = {f"adapters.{k}" for k in self.adapters.state_dict()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    @property
+    def adapter_dir(self) -> Path:
+        if self.hparams.output_dir:
+            return Path(self.hparams.output_dir)
+        log_dir = self.trainer.log_dir if self.trainer is not None else None
+        return Path(log_dir or ".") / "adapters"
+
+    @override
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            path = save_adapters(self.adapters, self.adapter_dir)
+            rank_zero_info(f"adapters written to {path}")
+
+
