@@ -62,6 +62,7 @@ def load_adapters(unet: nn.Module, path: str | os.PathLike, strength: float = 1.
                 f"adapters in {path} do not fit this UNet: stage {stage!r} has {available[stage]} channels, "
                 f"the adapter expects {channels}"
             )
+    unet.requires_grad_(False)
     adapters = ODEAdapters(unet, config, saved)
     state = load_file(str(Path(path) / WEIGHTS_NAME))
     adapters.load_state_dict(state, strict=True)

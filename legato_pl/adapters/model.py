@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from legato_pl.adapters.config import ODEAdapterConfig
@@ -87,8 +88,11 @@ class ODEAdapters(nn.Module):
                 return None  # output untouched: exactly the base model
             h = output[0] if isinstance(output, tuple) else output
             adapter.set_timestep(self._timestep, h.shape[0])
-            h, states = adapter(h, self._strength)
+            h_new, states = adapter(h, self._strength)
             self._states[name] = states
+            if h_new.stride() != h.stride():  # keep the memory layout, so downstream kernels are unchanged
+                h_new = torch.empty_like(h).copy_(h_new)
+            h = h_new
             return (h, *output[1:]) if isinstance(output, tuple) else h
 
         return hook
@@ -154,10 +158,12 @@ class ODEAdapters(nn.Module):
 def attach_adapters(unet: nn.Module, config: ODEAdapterConfig | None = None) -> ODEAdapters:
     """Attach zero-initialised ODE adapters after the configured stages of ``unet``.
 
-    The returned module holds only adapter parameters; at init (and at strength 0) the UNet's
-    outputs are exactly those of the base model.
+    The UNet is frozen (``requires_grad_(False)``) and referenced, not copied; the returned module
+    holds only adapter parameters. At init (and at strength 0) the UNet's outputs are exactly those
+    of the base model.
     """
     config = config or ODEAdapterConfig()
+    unet.requires_grad_(False)
     stage_channels = resolve_stages(unet, config.stages)
     if not stage_channels:
         raise LegatoInputError(f"stages={config.stages!r} matched no module of {type(unet).__name__}")

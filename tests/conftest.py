@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny UNets and a tiny base-model directory built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
+
+from legato_pl.models.base import build_unet, save_base_model
+
+FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+TINY_UNET = {
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "attention_head_dim": 8,
+}
+TINY_IDENTITIES = [f"person_{i:02d}" for i in range(4)]
+
+
+def tiny_unet(num_classes: int = 5, seed: int = 0) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return build_unet(TINY_UNET, num_classes - 1, 16).eval()
+
+
+def tiny_condition_unet(seed: int = 0) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=8, norm_num_groups=8, attention_head_dim=4,
+    ).eval()
+
+
+def randomize_(module: torch.nn.Module, scale: float = 0.1, seed: int = 1) -> None:
+    """Give every parameter random values (so zero-initialised adapters do something)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+@pytest.fixture(scope="session")
+def faces_root() -> Path:
+    if not FACES.is_dir():
+        pytest.fail(f"the shared face set is missing at {FACES} (CI provides ../shared beside the clone)")
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory) -> Path:
+    """A tiny class-conditional base model directory for the synthetic identities person_00..03."""
+    path = tmp_path_factory.mktemp("base")
+    save_base_model(path, tiny_unet(len(TINY_IDENTITIES) + 1), DDPMScheduler(num_train_timesteps=100), TINY_IDENTITIES)
+    return path

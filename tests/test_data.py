@@ -1,0 +1,110 @@
+"""Identity data: folder trees, held-out split, synthetic set, forget/retain batches, input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from legato_pl import LegatoInputError
+from legato_pl.data import (
+    ForgetRetainDataset,
+    IdentityDataModule,
+    IdentityImages,
+    scan_identity_folder,
+    split_heldout,
+    synthetic_identities,
+)
+
+
+def _tree(root: Path, people: dict[str, int], size: int = 8) -> Path:
+    for i, (name, n) in enumerate(people.items()):
+        (root / name).mkdir(parents=True)
+        for k in range(n):
+            Image.new("RGB", (size, size), (20 * i, 10 * k, 100)).save(root / name / f"{name}_{k:04d}.png")
+    return root
+
+
+def test_folder_tree_reads_train_and_heldout(tmp_path):
+    root = _tree(tmp_path, {"alice": 10, "bob": 6})
+    data = IdentityImages(str(root), 16, heldout_fraction=0.3)
+    assert data.names == ["alice", "bob"]
+    for name, n in {"alice": 10, "bob": 6}.items():
+        assert len(data.train[name]) + len(data.heldout[name]) == n
+        assert len(data.heldout[name]) >= 1
+        assert data.train[name].shape[1:] == (3, 16, 16)
+        assert data.train[name].min() >= -1 and data.train[name].max() <= 1
+
+
+def test_heldout_split_is_deterministic_and_disjoint():
+    files = [Path(f"p_{i:04d}.png") for i in range(40)]
+    train, held = split_heldout(files, 0.2)
+    r_train, r_held = split_heldout(list(reversed(files)), 0.2)
+    assert set(held) == set(r_held) and set(train) == set(r_train)  # membership depends on the name only
+    assert not set(train) & set(held) and len(train) + len(held) == 40
+    assert 2 <= len(held) <= 16
+
+
+def test_real_faces_load(faces_root):
+    data = IdentityImages(str(faces_root), 32, 0.2, identities=["George_W_Bush", "Colin_Powell"])
+    assert data.names == ["Colin_Powell", "George_W_Bush"]
+    assert len(data.heldout["George_W_Bush"]) > 0
+
+
+def test_synthetic_identities_are_deterministic_and_distinct():
+    a, b = synthetic_identities(3, 4, 16, seed=0), synthetic_identities(3, 4, 16, seed=0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    means = torch.stack([v.mean(0) for v in a.values()])
+    assert torch.cdist(means.flatten(1), means.flatten(1)).fill_diagonal_(1e9).min() > 1.0
+
+
+def test_forget_set_cycles_against_retain():
+    forget = (torch.arange(2).float(), torch.zeros(2))
+    retain = (torch.arange(5).float(), torch.ones(5))
+    ds = ForgetRetainDataset(forget, retain)
+    assert len(ds) == 5
+    assert [ds[i][0].item() for i in range(5)] == [0, 1, 0, 1, 0]
+
+
+def test_datamodule_batches_forget_and_retain():
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=3,
+                            synthetic_images_per_identity=6)
+    dm.setup("fit")
+    assert dm.retain == ["person_00", "person_02"]
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert set(batch) == {"forget_images", "forget_labels", "retain_images", "retain_labels"}
+    assert (batch["forget_labels"] == dm.class_names.index("person_01")).all()
+    assert not (batch["retain_labels"] == dm.class_names.index("person_01")).any()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"forget": "nobody"}, "unknown identity 'nobody'"),
+    ({"forget": "person_00", "retain": ["person_01", "ghost"]}, "unknown identity 'ghost'"),
+    ({"forget": "person_00", "retain": ["person_00", "person_01"]}, "both forget and retain"),
+    ({"forget": "person_00", "image_size": 0}, "image_size"),
+])
+def test_bad_identity_arguments(kwargs, match):
+    with pytest.raises(LegatoInputError, match=match):
+        dm = IdentityDataModule(num_synthetic_identities=3, synthetic_images_per_identity=4, **kwargs)
+        dm.setup("fit")
+
+
+def test_empty_identity_folder_is_named(tmp_path):
+    root = _tree(tmp_path, {"alice": 3})
+    (root / "bob").mkdir()
+    with pytest.raises(LegatoInputError, match="bob.*no images"):
+        scan_identity_folder(root)
+
+
+def test_unreadable_image_is_named(tmp_path):
+    root = _tree(tmp_path, {"alice": 3, "bob": 3})
+    (root / "bob" / "bob_9999.png").write_bytes(b"not an image")
+    with pytest.raises(LegatoInputError, match="bob_9999.png"):
+        IdentityImages(str(root), 8, 0.2)
+
+
+def test_missing_root_is_refused(tmp_path):
+    with pytest.raises(LegatoInputError, match="does not exist"):
+        IdentityImages(str(tmp_path / "nowhere"), 8, 0.2)
