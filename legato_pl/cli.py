@@ -1,4 +1,4 @@
-"""``python -m legato_pl fit|validate|test|predict --config ...`` (LightningCLI)."""
+"""``python -m legato_pl fit|validate|test|predict --config ...`` (LightningCLI) and ``sample``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,25 @@ from lightning.pytorch.cli import LightningCLI
 from legato_pl.errors import LegatoInputError
 
 
+def _input_error(err: BaseException) -> LegatoInputError | None:
+    """Our error, also when the config parser wrapped it while instantiating a class."""
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, LegatoInputError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def main(args: list[str] | None = None) -> LightningCLI | None:
     """Run the CLI. Bad user input stops with one ``error:`` line and exit status 2."""
+    argv = sys.argv[1:] if args is None else list(args)
     try:
+        if argv[:1] == ["sample"]:
+            from legato_pl.sample_cli import sample_main
+
+            sample_main(argv[1:])
+            return None
         return LightningCLI(
             LightningModule,
             LightningDataModule,
@@ -20,8 +36,11 @@ def main(args: list[str] | None = None) -> LightningCLI | None:
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            args=args,
+            args=argv,
         )
-    except LegatoInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (LegatoInputError, ValueError) as err:
+        ours = _input_error(err)
+        if ours is None:
+            raise
+        print(f"error: {ours}", file=sys.stderr)
         raise SystemExit(2) from None

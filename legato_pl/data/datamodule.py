@@ -154,13 +154,14 @@ class IdentityDataModule(_IdentityDataModule):
         super().__init__(**kwargs)
         self.forget = [forget] if isinstance(forget, str) else list(forget)
         self.retain = None if retain is None else list(retain)
+
+    def setup(self, stage: str | None = None) -> None:
+        # validated here, not in __init__, so the CLI reports the error itself (not wrapped by the parser)
         if not self.forget:
             raise LegatoInputError("forget must name at least one identity")
         overlap = sorted(set(self.forget) & set(self.retain or []))
         if overlap:
             raise LegatoInputError(f"identity {overlap[0]!r} is in both forget and retain")
-
-    def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         where = self.root or "the embedded synthetic set"
         check_names(self.forget, self.data.names, where)

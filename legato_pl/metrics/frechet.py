@@ -6,7 +6,9 @@ so exact under DDP); ``compute()`` needs at least two vectors per set and return
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy.linalg import lapack
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -14,34 +16,45 @@ from legato_pl.errors import LegatoInputError
 from legato_pl.metrics.encoders import InceptionFeatures
 
 
-def _sqrt_trace_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
-    """``tr sqrt(sigma1^1/2 sigma2 sigma1^1/2)`` for PSD float64 matrices, stable when rank-deficient.
+def _psd_factor(sigma: np.ndarray) -> np.ndarray:
+    """``L [D, r]`` with ``sigma = L L^T`` up to rounding: rank-revealing pivoted Cholesky (LAPACK ``dpstrf``)."""
+    if not np.any(np.diag(sigma) > 0):
+        return np.zeros((sigma.shape[0], 0))
+    factor, piv, rank, info = lapack.dpstrf(sigma, lower=1, tol=-1.0)  # tol: D * eps * max diag
+    if info < 0:
+        raise RuntimeError(f"LAPACK dpstrf failed (info={info})")
+    out = np.empty((sigma.shape[0], rank))
+    out[piv - 1] = np.tril(factor[:, :rank])  # undo the pivoting: P^T sigma P = L L^T
+    return out
 
-    sigma1 is projected onto its numerically non-zero eigenspace (``U_r L_r^1/2``), so only the
-    well-defined ``r x r`` block ``L_r^1/2 U_r^T sigma2 U_r L_r^1/2`` is square-rooted.
+
+def _sqrt_trace_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``tr sqrt(sigma1^1/2 sigma2 sigma1^1/2)`` for PSD matrices: the sum of singular values of ``L1^T L2``.
+
+    With ``sigma_i = L_i L_i^T``, the non-zero eigenvalues of ``sigma1 sigma2`` are the squared singular
+    values of ``L1^T L2`` (``r1 x r2``), so no square root of a (near-)singular matrix is ever taken:
+    stable and cheap for the rank-deficient covariances of small sample sets.
     """
-    evals, evecs = torch.linalg.eigh(sigma1)
-    top = evals.abs().max()
-    if top <= 0:
-        return sigma1.new_zeros(())
-    keep = evals > top * sigma1.shape[0] * torch.finfo(sigma1.dtype).eps
-    half = evecs[:, keep] * evals[keep].sqrt()
-    inner = half.T @ sigma2 @ half
-    return torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum()
+    l1, l2 = _psd_factor(sigma1), _psd_factor(sigma2)
+    if l1.shape[1] == 0 or l2.shape[1] == 0:
+        return 0.0
+    return float(np.linalg.svd(l1.T @ l2, compute_uv=False).sum())
 
 
 def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
-    """``||mu1 - mu2||^2 + tr(s1 + s2 - 2 (s1^1/2 s2 s1^1/2)^1/2)`` in float64, clamped at 0."""
-    mu1, mu2 = torch.as_tensor(mu1, dtype=torch.float64), torch.as_tensor(mu2, dtype=torch.float64)
-    s1, s2 = torch.as_tensor(sigma1, dtype=torch.float64), torch.as_tensor(sigma2, dtype=torch.float64)
+    """``||mu1 - mu2||^2 + tr(s1 + s2 - 2 (s1^1/2 s2 s1^1/2)^1/2)`` in float64, clamped at 0.
+
+    Exact for singular covariances (fewer samples than dimensions), see ``_sqrt_trace_product``.
+    """
+    mu1, mu2, s1, s2 = (torch.as_tensor(t).detach().to("cpu", torch.float64) for t in (mu1, mu2, sigma1, sigma2))
     d = mu1.shape[-1] if mu1.ndim == 1 else -1
     if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
         raise LegatoInputError(
             f"frechet_distance needs mu [D] and sigma [D, D], got {tuple(mu1.shape)}, {tuple(s1.shape)}, "
             f"{tuple(mu2.shape)}, {tuple(s2.shape)}"
         )
-    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
-    dist = (mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * _sqrt_trace_product(s1, s2)
+    s1, s2 = ((s + s.T).numpy() / 2 for s in (s1, s2))
+    dist = float((mu1 - mu2).square().sum()) + np.trace(s1) + np.trace(s2) - 2 * _sqrt_trace_product(s1, s2)
     return max(float(dist), 0.0)
 
 

@@ -63,6 +63,8 @@ class UnlearningModule(pl.LightningModule):
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
+        if isinstance(adapter, dict):  # convenience for Python callers; the CLI passes the dataclass
+            adapter = ODEAdapterConfig.from_dict(adapter)
         self.adapters = attach_adapters(self.unet, adapter or ODEAdapterConfig())
         self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
         self.strict_loading = False  # checkpoints hold the trainable state only

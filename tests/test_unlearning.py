@@ -1,0 +1,134 @@
+"""UnlearningModule and the CLI: objective terms fall, base stays bit-identical, artifacts, input errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import randomize_
+from safetensors.torch import load_file
+
+from legato_pl import load_adapters
+from legato_pl.cli import main
+from legato_pl.data import IdentityDataModule
+from legato_pl.models import UnlearningModule, load_base_model
+
+TINY = str(Path(__file__).parent / "configs" / "tiny_unlearn.yaml")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _batch(seed: int = 0) -> dict:
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=8, hflip=False)
+    torch.manual_seed(seed)
+    return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+
+
+@pytest.mark.parametrize("term", ["forget", "retain", "trajectory", "adjacency"])
+@pytest.mark.parametrize("target", ["anchor", "negative"])
+def test_each_loss_term_falls_when_trained(tiny_base_dir, term, target):
+    if term in ("retain", "trajectory") and target == "negative":
+        pytest.skip("the target only changes the forget and adjacency terms")  # covered by the anchor case
+    weights = {f"w_{t}": float(t == term) for t in ("forget", "retain", "trajectory", "adjacency")}
+    if term != "adjacency":
+        weights["w_adjacency"] = 0.0
+    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8}, forget_target=target, **weights)
+    randomize_(module.adapters, scale=0.2)  # so retain and trajectory do not start at exactly 0
+    opt = torch.optim.Adam(module.adapters.parameters(), lr=1e-2)
+    batch = _batch()
+    values = []
+    for _ in range(15):
+        torch.manual_seed(123)  # the same noise and timesteps every step: a deterministic objective
+        losses = module.compute_losses(batch)
+        values.append(losses[term].item())
+        opt.zero_grad()
+        module.total_loss(losses).backward()
+        opt.step()
+    assert values[-1] < 0.7 * values[0], values
+
+
+def test_non_finite_loss_names_the_term(tiny_base_dir):
+    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8})
+    with pytest.raises(FloatingPointError, match="'retain'"):
+        module.total_loss({"forget": torch.tensor(1.0), "retain": torch.tensor(float("nan"))})
+
+
+def test_only_adapters_get_gradients_in_a_training_step(tiny_base_dir):
+    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8})
+    module.total_loss(module.compute_losses(_batch())).backward()
+    assert all(p.grad is None and not p.requires_grad for p in module.unet.parameters())
+    assert all(p.grad is not None for p in module.adapters.parameters())
+    assert {n for n, p in module.named_parameters() if p.requires_grad} == {
+        f"adapters.{n}" for n, _ in module.adapters.named_parameters()
+    }
+
+
+def _fit(tiny_base_dir, tmp_path, *extra: str):
+    args = ["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
+            "--trainer.logger.init_args.save_dir", str(tmp_path), *extra]
+    return main(args)
+
+
+def test_cli_fit_end_to_end(tiny_base_dir, tmp_path):
+    cli = _fit(tiny_base_dir, tmp_path)
+    run = Path(cli.trainer.log_dir)
+    assert list(run.glob("events.out.tfevents.*"))
+    assert {p.name for p in (run / "adapters").iterdir()} == {"adapter_config.json", "adapters.safetensors"}
+    # the frozen base is bit-identical after training
+    fresh = load_base_model(tiny_base_dir).unet.state_dict()
+    trained = cli.model.unet.state_dict()
+    assert all(torch.equal(fresh[k], trained[k]) for k in fresh)
+    # checkpoints hold the trainable state only
+    ckpt = torch.load(next(run.glob("checkpoints/*.ckpt")), weights_only=True)
+    assert ckpt["state_dict"] and all(k.startswith("adapters.") for k in ckpt["state_dict"])
+    # the adapters moved, and the saved ones reproduce the module's outputs on a fresh UNet
+    weights = load_file(run / "adapters" / "adapters.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if ".out." in k)
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2])
+    unet = load_base_model(tiny_base_dir).unet
+    load_adapters(unet, run / "adapters")
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t, class_labels=y).sample, cli.model.unet(x, t, class_labels=y).sample)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--data.init_args.forget", "nobody"], "unknown identity 'nobody'"),
+    (["--data.init_args.retain", "[person_01, person_02]"], "both forget and retain"),
+    (["--data.init_args.num_synthetic_identities", "6", "--data.init_args.forget", "person_05"],
+     "'person_05' is not a class of the base model"),
+    (["--data.init_args.image_size", "15"], "image_size 15 must be a multiple of 2"),
+    (["--model.init_args.forget_target", "sideways"], "forget_target"),
+])
+def test_cli_bad_input_stops_with_one_line(tiny_base_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _fit(tiny_base_dir, tmp_path, *extra)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err[-3:]
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: p, "not a diffusers pipeline directory"),
+])
+def test_cli_bad_base_model_directory(tmp_path, capsys, make, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _fit(make(tmp_path), tmp_path)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_ddp_two_processes(tiny_base_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", TINY, "--model.init_args.base_model",
+           str(tiny_base_dir), "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.devices", "2",
+           "--trainer.strategy", "ddp", "--model.init_args.output_dir", str(tmp_path / "adapters")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "adapters" / "adapters.safetensors").is_file()
+    assert len(list(tmp_path.rglob("events.out.tfevents.*"))) == 1  # only rank 0 logs
