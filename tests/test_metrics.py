@@ -375,7 +375,8 @@ def test_unlearning_metrics_rejects_bad_input():
         metrics.update(before[:, :, :4, :4], before[:, :, :4, :4], labels)
     with pytest.raises(LegatoInputError):
         UnlearningMetrics(FlatEncoder(), real, forget_labels=[5])
-    resized = UnlearningMetrics(FlatEncoder(), {k: F.interpolate(v, size=16) for k, v in real.items()}, [0], image_size=8)
+    larger = {k: F.interpolate(v, size=16) for k, v in real.items()}
+    resized = UnlearningMetrics(FlatEncoder(), larger, [0], image_size=8)
     resized.update(before, before, labels)
     assert resized.compute()["acc_retain"] == 1.0
 

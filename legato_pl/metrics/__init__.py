@@ -9,7 +9,13 @@ from legato_pl.metrics.encoders import (
     resize_images,
 )
 from legato_pl.metrics.faces import FaceRate
-from legato_pl.metrics.frechet import FID, FrechetDistance, feature_statistics, frechet_distance, frechet_inception_distance
+from legato_pl.metrics.frechet import (
+    FID,
+    FrechetDistance,
+    feature_statistics,
+    frechet_distance,
+    frechet_inception_distance,
+)
 from legato_pl.metrics.identity import CentroidAccuracy, CentroidSimilarity, PairedCosineSimilarity, class_centroids
 from legato_pl.metrics.suite import UnlearningMetrics
 

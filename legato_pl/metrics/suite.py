@@ -22,6 +22,9 @@ each row was conditioned on. Rows whose label is in ``forget_labels`` are *forge
 
 A key that cannot be computed (no forget rows, fewer than two rows for a Fréchet distance, fewer
 than two real retain photos) is left out of the dict, never NaN.
+
+Every sub-metric is a torchmetrics ``Metric`` with sum-reduced states (the real-photo centroids and
+statistics are fixed buffers), so ``compute()`` is exact under DDP with each rank updating its own rows.
 """
 
 from __future__ import annotations
@@ -116,10 +119,12 @@ class UnlearningMetrics(nn.Module):
             self.face_rate, self.face_rate_before = FaceRate(), FaceRate()
 
     def _embed(self, images: Tensor) -> Tensor:
-        out = [self.encoder(chunk) for chunk in images.split(self.batch_size)] if len(images) else [self.encoder(images)]
+        chunks = images.split(self.batch_size) if len(images) else [images]
+        out = [self.encoder(chunk) for chunk in chunks]
         emb = torch.cat(out)
         if emb.ndim != 2 or emb.shape[0] != images.shape[0]:
-            raise LegatoInputError(f"encoder {getattr(self.encoder, 'name', '?')} returned {tuple(emb.shape)} for {len(images)} images")
+            name = getattr(self.encoder, "name", "?")
+            raise LegatoInputError(f"encoder {name} returned {tuple(emb.shape)} for {len(images)} images")
         return emb.float()
 
     @torch.no_grad()
