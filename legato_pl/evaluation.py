@@ -1,0 +1,70 @@
+"""Strength sweeps: sample before/after from shared seeds and compute every metric at each strength.
+
+Used by the ``ForgettingCurve`` callback and the benchmarks, so both report the same definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import SchedulerMixin
+from torch import Tensor, nn
+
+from legato_pl.adapters import ODEAdapters
+from legato_pl.metrics.suite import UnlearningMetrics
+from legato_pl.sampling import sample
+
+
+@dataclass
+class SamplingSettings:
+    """How evaluation samples are drawn (DDIM, guidance, seeds shared by every strength)."""
+
+    per_identity: int = 8
+    guidance_scale: float = 3.0
+    num_inference_steps: int = 25
+    seed: int = 0
+    batch_size: int = 64
+
+
+@dataclass
+class StrengthCurve:
+    """Metric rows (one per strength) and the samples they were computed on."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    samples: dict[float, Tensor] = field(default_factory=dict)
+    labels: Tensor | None = None
+
+
+def strength_grid(adapters: ODEAdapters) -> list[float]:
+    """Strengths at which the ODE takes 0, 1, ..., all of its steps (0, .25, .5, .75, 1 for the paper)."""
+    n = adapters.config.num_steps
+    return [k / n for k in range(n + 1)]
+
+
+@torch.no_grad()
+def strength_curve(
+    unet: nn.Module,
+    scheduler: SchedulerMixin,
+    adapters: ODEAdapters,
+    labels: Tensor,
+    null_class: int | None,
+    metrics: UnlearningMetrics,
+    strengths: list[float] | None = None,
+    settings: SamplingSettings | None = None,
+) -> StrengthCurve:
+    """Sample ``labels`` at each strength (same seeds) and compute ``metrics`` against strength 0."""
+    settings = settings or SamplingSettings()
+    strengths = strength_grid(adapters) if strengths is None else list(strengths)
+    kwargs = dict(null_class=null_class, guidance_scale=settings.guidance_scale,
+                  num_inference_steps=settings.num_inference_steps, seed=settings.seed,
+                  batch_size=settings.batch_size, adapters=adapters)
+    curve = StrengthCurve(labels=labels.cpu())
+    before = sample(unet, scheduler, labels, strength=0.0, **kwargs)
+    for s in strengths:
+        after = before if s == 0.0 else sample(unet, scheduler, labels, strength=s, **kwargs)
+        metrics.reset()
+        metrics.update(before, after, labels.cpu())
+        curve.rows.append({"strength": s, **metrics.compute()})
+        curve.samples[s] = after
+    return curve
