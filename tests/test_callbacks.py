@@ -1,0 +1,69 @@
+"""ForgettingCurve / SampleGrid: TensorBoard tags and files, exact strength 0, the notebook runs."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from conftest import randomize_
+from nbclient import NotebookClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from legato_pl import ODEAdapterConfig, attach_adapters
+from legato_pl.cli import main
+from legato_pl.models import load_base_model
+from legato_pl.sampling import sample
+
+HERE = Path(__file__).parent
+REPO = HERE.parent
+
+
+@pytest.fixture(scope="module")
+def curve_run(tiny_base_dir, tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("curve")
+    cli = main(["fit", "--config", str(HERE / "configs" / "tiny_unlearn.yaml"), "--config",
+                str(HERE / "configs" / "tiny_curve.yaml"), "--model.init_args.base_model", str(tiny_base_dir),
+                "--trainer.logger.init_args.save_dir", str(out), "--trainer.max_steps", "4"])
+    return Path(cli.trainer.log_dir), cli
+
+
+def test_forgetting_curve_logs_tags_and_csv(curve_run):
+    run, cli = curve_run
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    for metric in ("ID_forget", "ID_retain", "acc_forget", "acc_retain", "FD_pre", "ID_real_forget"):
+        for s in ("0.00", "0.25", "0.50", "0.75", "1.00"):
+            assert f"curve/{metric}/strength_{s}" in scalars
+    assert {"curve/figure", "curve/samples", "samples/grid"} <= images
+    assert len(events.Images("samples/grid")) == 2  # steps 2 and 4
+    rows = list(csv.DictReader((run / "curve.csv").open()))
+    assert [float(r["strength"]) for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert float(rows[0]["ID_forget"]) == pytest.approx(1.0)  # strength 0 reproduces the before samples
+
+
+def test_strength_zero_samples_equal_base_samples(tiny_base_dir):
+    base = load_base_model(tiny_base_dir)
+    labels = torch.tensor([0, 1, 2])
+    kwargs = dict(null_class=base.null_class, num_inference_steps=3, seed=7)
+    reference = sample(base.unet, base.scheduler, labels, **kwargs)
+    adapters = attach_adapters(base.unet, ODEAdapterConfig(hidden=8))
+    randomize_(adapters)
+    assert torch.equal(sample(base.unet, base.scheduler, labels, adapters=adapters, strength=0.0, **kwargs), reference)
+    assert not torch.allclose(sample(base.unet, base.scheduler, labels, adapters=adapters, strength=1.0, **kwargs),
+                              reference)
+
+
+def test_notebook_runs_headless(curve_run, monkeypatch):
+    run, _ = curve_run
+    monkeypatch.setenv("LEGATO_RUN_DIR", str(run))
+    nb = nbformat.read(REPO / "notebooks" / "forgetting_curves.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    assert (run / "curve.png").is_file()
+    assert "last strength grid" in "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                                           for o in c.get("outputs", []))
+    assert os.environ["LEGATO_RUN_DIR"] == str(run)
