@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+from legato_pl.checkpoint import SafeCheckpointIO
 from legato_pl.errors import LegatoInputError
 
 
@@ -36,8 +38,14 @@ def main(args: list[str] | None = None) -> LightningCLI | None:
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
+            trainer_defaults={"plugins": [SafeCheckpointIO()]},
             args=argv,
         )
+    except pickle.UnpicklingError as err:  # LightningCLI reads --ckpt_path with weights_only=True itself
+        detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "").strip()
+        print(f"error: refusing to load the checkpoint: it holds pickled objects that could run code. {detail}",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     except (LegatoInputError, ValueError) as err:
         ours = _input_error(err)
         if ours is None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from legato_pl.data.batches import GlobalStepSampler, SeededBatches
 from legato_pl.data.folder import load_images, scan_identity_folder, split_heldout
 from legato_pl.data.synthetic import synthetic_identities
 from legato_pl.errors import LegatoInputError
@@ -104,16 +105,17 @@ class _IdentityDataModule(pl.LightningDataModule):
         return self.data.names
 
     def _loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(dataset) >= self.batch_size,
-            num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
-        )
+        """Batches seeded by their global number, continuing where a resumed fit left off."""
+        batches = SeededBatches(dataset, self.batch_size, self.hparams.seed, self.hparams.hflip)
+        sampler = GlobalStepSampler(batches.per_epoch, self._position)
+        return DataLoader(batches, batch_size=None, sampler=sampler, num_workers=self.hparams.num_workers,
+                          persistent_workers=self.hparams.num_workers > 0)
 
-    def _augment(self, images: Tensor) -> Tensor:
-        if self.hparams.hflip:
-            flip = torch.rand(images.shape[0], device=images.device) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        return images
+    def _position(self) -> tuple[int, int, int]:
+        trainer = self.trainer  # None outside a fit
+        if trainer is None:
+            return 0, 0, 1
+        return trainer.global_step, trainer.global_rank, trainer.world_size
 
 
 class IdentityPretrainDataModule(_IdentityDataModule):
@@ -127,7 +129,7 @@ class IdentityPretrainDataModule(_IdentityDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        return {"images": self._augment(images), "labels": labels}
+        return {"images": images, "labels": labels}
 
 
 class ForgetRetainDataset(Dataset):
@@ -183,5 +185,4 @@ class IdentityDataModule(_IdentityDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         fi, fl, ri, rl = batch
-        return {"forget_images": self._augment(fi), "forget_labels": fl,
-                "retain_images": self._augment(ri), "retain_labels": rl}
+        return {"forget_images": fi, "forget_labels": fl, "retain_images": ri, "retain_labels": rl}

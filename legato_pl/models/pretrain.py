@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from legato_pl.models.base import build_unet, save_base_model
-from legato_pl.models.diffusion import add_noise, ema_update
+from legato_pl.models.diffusion import add_noise, ema_update, step_generator
 
 
 class DiffusionPretrainModule(pl.LightningModule):
@@ -26,6 +26,7 @@ class DiffusionPretrainModule(pl.LightningModule):
         unet: overrides of :func:`legato_pl.models.base.default_unet_config` (UNet2DModel kwargs).
         label_dropout: probability of replacing a label with the null class.
         ema_decay: EMA of the weights saved in the pipeline (``None`` saves the raw weights).
+        seed: seeds the per-step noise, timesteps and label dropout (resumed fits see the same draws).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class DiffusionPretrainModule(pl.LightningModule):
         lr: float = 2e-4,
         warmup_steps: int = 100,
         ema_decay: float | None = 0.999,
+        seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -65,9 +67,10 @@ class DiffusionPretrainModule(pl.LightningModule):
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["images"], batch["labels"]
-        drop = torch.rand(labels.shape[0], device=labels.device) < self.hparams.label_dropout
+        gen = step_generator(self.hparams.seed, self.global_step, self.global_rank, self.device)
+        drop = torch.rand(labels.shape[0], device=labels.device, generator=gen) < self.hparams.label_dropout
         labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
-        x_t, noise, t = add_noise(self.scheduler, images)
+        x_t, noise, t = add_noise(self.scheduler, images, gen)
         loss = F.mse_loss(self.unet(x_t, t, class_labels=labels).sample, noise)
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -13,7 +13,7 @@ from typing_extensions import override
 from legato_pl.adapters import ODEAdapterConfig, attach_adapters, save_adapters
 from legato_pl.errors import LegatoInputError
 from legato_pl.models.base import downsampling_factor, load_base_model, predict_noise
-from legato_pl.models.diffusion import add_noise
+from legato_pl.models.diffusion import add_noise, step_generator
 from legato_pl.objectives import FORGET_TARGETS, adjacent_embeddings, forget_target, preservation, trajectory_consistency
 
 LOSS_TERMS = ("forget", "retain", "trajectory", "adjacency")
@@ -31,6 +31,7 @@ class UnlearningModule(pl.LightningModule):
         w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         output_dir: where adapters are written at the end of fit (default ``<log_dir>/adapters``).
+        seed: seeds the per-step noise, timesteps and adjacency draws (a function of seed, step, rank).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class UnlearningModule(pl.LightningModule):
         adjacency_alpha_max: float = 1.0,
         lr: float = 1e-3,
         output_dir: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -105,12 +107,13 @@ class UnlearningModule(pl.LightningModule):
         h = self.hparams
         table = self.unet.class_embedding.weight
         yf, yr = self.label_map[batch["forget_labels"]], self.label_map[batch["retain_labels"]]
-        xf, _, tf = add_noise(self.scheduler, batch["forget_images"])
-        xr, _, tr = add_noise(self.scheduler, batch["retain_images"])
+        gen = step_generator(h.seed, self.global_step, self.global_rank, self.device)
+        xf, _, tf = add_noise(self.scheduler, batch["forget_images"], gen)
+        xr, _, tr = add_noise(self.scheduler, batch["retain_images"], gen)
         nf, nr = len(xf), len(xr)
         e_f, e_r, e_null = table[yf], table[yr], table[self.null_class].expand(max(nf, nr), -1)
         partner = e_r[torch.arange(nf, device=self.device) % nr]
-        alpha = torch.rand(nf, device=self.device) * h.adjacency_alpha_max
+        alpha = torch.rand(nf, device=self.device, generator=gen) * h.adjacency_alpha_max
         e_adj = adjacent_embeddings(e_f, partner, alpha)
         use_adj = h.w_adjacency > 0
         negative = h.forget_target == "negative"
@@ -169,6 +172,9 @@ class UnlearningModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = {f"adapters.{k}" for k in self.adapters.state_dict()}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        hparams = checkpoint.get("hyper_parameters", {})
+        if isinstance(hparams.get("adapter"), ODEAdapterConfig):  # plain data, loadable with weights_only=True
+            hparams["adapter"] = hparams["adapter"].to_dict()
 
     @property
     def adapter_dir(self) -> Path:

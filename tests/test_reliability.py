@@ -1,0 +1,96 @@
+"""Interruption and resume, safe loading, reproducibility, and the remaining input errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from legato_pl.cli import main
+
+HERE = Path(__file__).parent
+REPO = HERE.parent
+TINY = str(HERE / "configs" / "tiny_unlearn.yaml")
+
+
+def _fit_cmd(base: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "legato_pl", "fit", "--config", TINY, "--model.init_args.base_model", str(base),
+            "--trainer.logger.init_args.save_dir", str(out), "--model.init_args.output_dir", str(out / "adapters"),
+            "--trainer.max_steps", "6", "--data.init_args.synthetic_images_per_identity", "4",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.dirpath", str(out / "ckpt"), "--trainer.callbacks.save_last", "true",
+            "--trainer.callbacks.every_n_train_steps", "2", *extra]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE)}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tiny_base_dir, tmp_path):
+    full = _run(_fit_cmd(tiny_base_dir, tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", "--trainer.callbacks+=kill_callback.KillAtStep",
+                           "--trainer.callbacks.step", "5"))
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "cut" / "adapters").exists()
+    ckpt = torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert all(k.startswith("adapters.") for k in ckpt["state_dict"]) and "optimizer_states" in ckpt
+    resumed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", "--ckpt_path", "last"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(tmp_path / "full" / "adapters" / "adapters.safetensors")
+    b = load_file(tmp_path / "cut" / "adapters" / "adapters.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert any(a[k].abs().sum() > 0 for k in a if ".out." in k)  # the adapters did train
+
+
+def test_same_seed_same_adapters(tiny_base_dir, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        main(["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
+              "--trainer.logger.init_args.save_dir", str(tmp_path / name),
+              "--model.init_args.output_dir", str(tmp_path / name / "adapters")])
+        runs.append(load_file(tmp_path / name / "adapters" / "adapters.safetensors"))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickled_code_in_checkpoint_is_refused(tiny_base_dir, tmp_path, capsys):
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _Exploit()}, bad)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
+              "--trainer.logger.init_args.save_dir", str(tmp_path), "--ckpt_path", str(bad)])
+    assert info.value.code == 2
+    assert "refusing to load" in capsys.readouterr().err
+
+
+def test_config_key_typo_is_reported(tiny_base_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
+              "--model.init_args.w_forgett", "2"])
+    assert info.value.code != 0
+    assert "w_forgett" in capsys.readouterr().err
+
+
+def test_sample_strength_outside_unit_interval(tiny_base_dir, tmp_path, capsys):
+    from legato_pl import ODEAdapterConfig, attach_adapters, save_adapters
+    from legato_pl.models import load_base_model
+
+    save_adapters(attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=8)), tmp_path / "ad")
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--base_model", str(tiny_base_dir), "--adapters", str(tmp_path / "ad"), "--identities",
+              "person_00", "--strengths", "1.5", "--steps", "1", "--out", str(tmp_path / "g.png")])
+    assert info.value.code == 2
+    assert "strength must be in [0, 1]" in capsys.readouterr().err
