@@ -94,3 +94,21 @@ def test_sample_strength_outside_unit_interval(tiny_base_dir, tmp_path, capsys):
               "person_00", "--strengths", "1.5", "--steps", "1", "--out", str(tmp_path / "g.png")])
     assert info.value.code == 2
     assert "strength must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_ddp_two_processes_match_one_process(tiny_base_dir, tmp_path):
+    """Same global batch (4): 2 ranks x 2 rows give the adapters of 1 process x 4 rows."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    outs = {}
+    for devices in ("1", "2"):
+        out = tmp_path / f"d{devices}"
+        cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", TINY, "--model.init_args.base_model",
+               str(tiny_base_dir), "--trainer.logger.init_args.save_dir", str(out), "--model.init_args.output_dir",
+               str(out / "adapters"), "--trainer.devices", devices, "--trainer.strategy",
+               "ddp" if devices == "2" else "auto", "--trainer.max_steps", "4"]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[devices] = load_file(out / "adapters" / "adapters.safetensors")
+    diff = max((outs["1"][k] - outs["2"][k]).abs().max().item() for k in outs["1"])
+    assert diff <= 1e-5, diff  # float reduction order only (gloo all-reduce vs one batch mean)
+    assert any(outs["1"][k].abs().sum() > 0 for k in outs["1"] if ".out." in k)

@@ -14,9 +14,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 
 class SeededBatches(Dataset):
-    """Map-style dataset whose item ``g`` is global batch ``g`` of ``dataset``.
+    """Map-style dataset: item ``(g, rank, world)`` is rows ``rank::world`` of global batch ``g``.
 
     Each epoch is a permutation seeded by ``(seed, epoch)``; horizontal flips are seeded by ``g``.
+    ``batch_size`` is the global batch, so W processes see exactly the rows one process would.
     Use with ``DataLoader(batch_size=None, sampler=GlobalStepSampler(...))``.
     """
 
@@ -35,19 +36,20 @@ class SeededBatches(Dataset):
             self._perm = (epoch, torch.randperm(len(self.dataset), generator=g))
         return self._perm[1]
 
-    def __getitem__(self, g: int):
+    def __getitem__(self, item: int | tuple[int, int, int]):
+        g, rank, world = (item, 0, 1) if isinstance(item, int) else item
         epoch, j = divmod(g, self.per_epoch)
         index = self._permutation(epoch)[j * self.batch_size : (j + 1) * self.batch_size]
         batch = default_collate([self.dataset[int(i)] for i in index])
         if self.hflip:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * g + 1)
             batch = [flip_images(x, gen) if x.dim() == 4 else x for x in batch]
-        return batch
+        return [x[rank::world] for x in batch]
 
 
 class GlobalStepSampler(DistributedSampler):
-    """Yields global batch numbers from where the fit stands: rank ``r`` of ``W`` at step ``s`` gets
-    batch ``s * W + r``. A ``DistributedSampler`` so Lightning keeps it under DDP (no reshuffling)."""
+    """Yields ``(global batch, rank, world)`` from where the fit stands (batch ``s`` at step ``s``).
+    A ``DistributedSampler`` so that Lightning keeps it under DDP instead of reshuffling."""
 
     def __init__(self, batches_per_epoch: int, position: Callable[[], tuple[int, int, int]]):
         # deliberately not calling DistributedSampler.__init__: rank and world size come from `position`
@@ -57,7 +59,7 @@ class GlobalStepSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         step, rank, world = self.position()
-        return iter(range((step) * world + rank, (step + self.batches_per_epoch) * world + rank, world))
+        return iter((g, rank, world) for g in range(step, step + self.batches_per_epoch))
 
     def __len__(self) -> int:
         return self.batches_per_epoch

@@ -72,7 +72,7 @@ class _IdentityDataModule(pl.LightningDataModule):
         self,
         root: str | None = None,
         image_size: int = 32,
-        batch_size: int = 16,
+        batch_size: int = 16,  # global: under DDP each of W processes gets batch_size / W rows
         heldout_fraction: float = 0.2,
         identities: list[str] | None = None,
         num_synthetic_identities: int = 8,

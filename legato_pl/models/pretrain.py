@@ -67,10 +67,11 @@ class DiffusionPretrainModule(pl.LightningModule):
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["images"], batch["labels"]
-        gen = step_generator(self.hparams.seed, self.global_step, self.global_rank, self.device)
-        drop = torch.rand(labels.shape[0], device=labels.device, generator=gen) < self.hparams.label_dropout
-        labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
-        x_t, noise, t = add_noise(self.scheduler, images, gen)
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        gen = step_generator(self.hparams.seed, self.global_step, self.device)
+        drop = torch.rand(labels.shape[0] * world, device=labels.device, generator=gen)[rank::world]
+        labels = torch.where(drop < self.hparams.label_dropout, torch.full_like(labels, self.null_class), labels)
+        x_t, noise, t = add_noise(self.scheduler, images, gen, rank, world)
         loss = F.mse_loss(self.unet(x_t, t, class_labels=labels).sample, noise)
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -107,13 +107,14 @@ class UnlearningModule(pl.LightningModule):
         h = self.hparams
         table = self.unet.class_embedding.weight
         yf, yr = self.label_map[batch["forget_labels"]], self.label_map[batch["retain_labels"]]
-        gen = step_generator(h.seed, self.global_step, self.global_rank, self.device)
-        xf, _, tf = add_noise(self.scheduler, batch["forget_images"], gen)
-        xr, _, tr = add_noise(self.scheduler, batch["retain_images"], gen)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
+        gen = step_generator(h.seed, self.global_step, self.device)
+        xf, _, tf = add_noise(self.scheduler, batch["forget_images"], gen, rank, world)
+        xr, _, tr = add_noise(self.scheduler, batch["retain_images"], gen, rank, world)
         nf, nr = len(xf), len(xr)
         e_f, e_r, e_null = table[yf], table[yr], table[self.null_class].expand(max(nf, nr), -1)
         partner = e_r[torch.arange(nf, device=self.device) % nr]
-        alpha = torch.rand(nf, device=self.device, generator=gen) * h.adjacency_alpha_max
+        alpha = torch.rand(nf * world, device=self.device, generator=gen)[rank::world] * h.adjacency_alpha_max
         e_adj = adjacent_embeddings(e_f, partner, alpha)
         use_adj = h.w_adjacency > 0
         negative = h.forget_target == "negative"
