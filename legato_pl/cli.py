@@ -41,6 +41,9 @@ def main(args: list[str] | None = None) -> LightningCLI | None:
             trainer_defaults={"plugins": [SafeCheckpointIO()]},
             args=argv,
         )
+    except FloatingPointError as err:  # the numerical guard of the training step
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except pickle.UnpicklingError as err:  # LightningCLI reads --ckpt_path with weights_only=True itself
         detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "").strip()
         print(f"error: refusing to load the checkpoint: it holds pickled objects that could run code. {detail}",

@@ -35,7 +35,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 def test_sigkill_then_resume_matches_uninterrupted(tiny_base_dir, tmp_path):
     full = _run(_fit_cmd(tiny_base_dir, tmp_path / "full"))
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", "--trainer.callbacks+=kill_callback.KillAtStep",
+    killed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", "--trainer.callbacks+=fault_callbacks.KillAtStep",
                            "--trainer.callbacks.step", "5"))
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "adapters").exists()
@@ -112,3 +112,15 @@ def test_ddp_two_processes_match_one_process(tiny_base_dir, tmp_path):
     diff = max((outs["1"][k] - outs["2"][k]).abs().max().item() for k in outs["1"])
     assert diff <= 1e-5, diff  # float reduction order only (gloo all-reduce vs one batch mean)
     assert any(outs["1"][k].abs().sum() > 0 for k in outs["1"] if ".out." in k)
+
+
+def test_nan_loss_stops_naming_the_term_and_keeps_last_good_state(tiny_base_dir, tmp_path):
+    out = tmp_path / "nan"
+    proc = _run(_fit_cmd(tiny_base_dir, out, "--trainer.callbacks+=fault_callbacks.PoisonAtStep",
+                         "--trainer.callbacks.step", "2"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: loss term 'forget' is nan")
+    ckpt = torch.load(out / "ckpt" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert not (out / "adapters").exists()  # no adapters written from a broken state

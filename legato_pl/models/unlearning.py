@@ -165,6 +165,12 @@ class UnlearningModule(pl.LightningModule):
         return loss
 
     @override
+    def on_before_optimizer_step(self, optimizer) -> None:
+        for name, p in self.adapters.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise FloatingPointError(f"gradient of {name} is not finite; stopping (the last checkpoint is kept)")
+
+    @override
     def configure_optimizers(self):
         return torch.optim.AdamW(self.adapters.parameters(), lr=self.hparams.lr, weight_decay=0.0)
 
