@@ -41,7 +41,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_base_dir, tmp_path):
     assert not (tmp_path / "cut" / "adapters").exists()
     ckpt = torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
-    assert all(k.startswith("adapters.") for k in ckpt["state_dict"]) and "optimizer_states" in ckpt
+    assert all(k.startswith("method.adapters.") for k in ckpt["state_dict"]) and "optimizer_states" in ckpt
     resumed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", "--ckpt_path", "last"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(tmp_path / "full" / "adapters" / "adapters.safetensors")

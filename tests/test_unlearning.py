@@ -63,7 +63,7 @@ def test_only_adapters_get_gradients_in_a_training_step(tiny_base_dir):
     assert all(p.grad is None and not p.requires_grad for p in module.unet.parameters())
     assert all(p.grad is not None for p in module.adapters.parameters())
     assert {n for n, p in module.named_parameters() if p.requires_grad} == {
-        f"adapters.{n}" for n, _ in module.adapters.named_parameters()
+        f"method.adapters.{n}" for n, _ in module.adapters.named_parameters()
     }
 
 
@@ -84,7 +84,7 @@ def test_cli_fit_end_to_end(tiny_base_dir, tmp_path):
     assert all(torch.equal(fresh[k], trained[k]) for k in fresh)
     # checkpoints hold the trainable state only
     ckpt = torch.load(next(run.glob("checkpoints/*.ckpt")), weights_only=True)
-    assert ckpt["state_dict"] and all(k.startswith("adapters.") for k in ckpt["state_dict"])
+    assert ckpt["state_dict"] and all(k.startswith("method.adapters.") for k in ckpt["state_dict"])
     # the adapters moved, and the saved ones reproduce the module's outputs on a fresh UNet
     weights = load_file(run / "adapters" / "adapters.safetensors")
     assert any(v.abs().sum() > 0 for k, v in weights.items() if ".out." in k)

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 from typing_extensions import override
 
+from legato_pl.errors import LegatoInputError
 from legato_pl.evaluation import SamplingSettings, StrengthCurve, strength_curve
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 
@@ -62,6 +63,8 @@ class ForgettingCurve(pl.Callback):
         return labels, people
 
     def run(self, trainer: pl.Trainer, module: pl.LightningModule) -> StrengthCurve:
+        if getattr(module, "adapters", None) is None:
+            raise LegatoInputError("ForgettingCurve sweeps ODE adapter strength: use method legato or residual")
         labels, people = self._setup_metrics(trainer, module)
         shard = labels[trainer.global_rank :: trainer.world_size]
         settings = SamplingSettings(**{**vars(self.settings), "seed": self.settings.seed + 1000 * trainer.global_rank})

@@ -10,10 +10,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
-from legato_pl.adapters import ODEAdapterConfig, attach_adapters, save_adapters
+from legato_pl.adapters import ODEAdapterConfig, ODEAdapters
 from legato_pl.errors import LegatoInputError
 from legato_pl.models.base import downsampling_factor, load_base_model, predict_noise
 from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.methods import METHODS, build_method
 from legato_pl.objectives import FORGET_TARGETS, adjacent_embeddings, forget_target, preservation, trajectory_consistency
 
 LOSS_TERMS = ("forget", "retain", "trajectory", "adjacency")
@@ -32,6 +33,8 @@ class UnlearningModule(pl.LightningModule):
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         output_dir: where adapters are written at the end of fit (default ``<log_dir>/adapters``).
         seed: seeds the per-step noise, timesteps and adjacency draws (a function of seed, step, rank).
+        method: what trains: ``legato`` (ODE adapters), ``residual`` (one residual adapter step),
+            ``lora`` (peft LoRA, rank ``lora_rank``), ``full`` (the whole UNet; a frozen teacher copy).
     """
 
     def __init__(
@@ -48,6 +51,8 @@ class UnlearningModule(pl.LightningModule):
         lr: float = 1e-3,
         output_dir: str | None = None,
         seed: int = 0,
+        method: str = "legato",
+        lora_rank: int = 4,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -61,15 +66,22 @@ class UnlearningModule(pl.LightningModule):
             raise LegatoInputError(
                 f"{base_model} has an unconditional UNet; UnlearningModule needs class-conditional identities"
             )
+        if method not in METHODS:
+            raise LegatoInputError(f"method must be one of {METHODS}, got {method!r}")
         self.unet = base.unet.requires_grad_(False).eval()
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
         if isinstance(adapter, dict):  # convenience for Python callers; the CLI passes the dataclass
             adapter = ODEAdapterConfig.from_dict(adapter)
-        self.adapters = attach_adapters(self.unet, adapter or ODEAdapterConfig())
+        self.method = build_method(method, self.unet, adapter or ODEAdapterConfig(), lora_rank)
         self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
         self.strict_loading = False  # checkpoints hold the trainable state only
+
+    @property
+    def adapters(self) -> ODEAdapters | None:
+        """The ODE adapters and their strength knob (``legato`` / ``residual``; None otherwise)."""
+        return self.method.ode_adapters
 
     # setup -----------------------------------------------------------------------------------
     @override
@@ -91,21 +103,22 @@ class UnlearningModule(pl.LightningModule):
             raise LegatoInputError(f"image_size {dm.image_size} must be a multiple of {factor} for this UNet")
         index = {n: i for i, n in enumerate(self.identities)}
         self.label_map = torch.tensor([index[n] for n in dm.class_names], device=self.device)
-        trainable = sum(p.numel() for p in self.adapters.parameters())
-        frozen = sum(p.numel() for p in self.unet.parameters())
-        rank_zero_info(f"trainable adapter parameters: {trainable:,}; frozen UNet parameters: {frozen:,}")
+        trainable = sum(p.numel() for p in self.method.trainable_parameters())
+        unet = sum(p.numel() for p in self.unet.parameters() if not p.requires_grad or self.hparams.method == "full")
+        rank_zero_info(f"{self.hparams.method}: trainable parameters {trainable:,}; UNet parameters {unet:,}")
 
     @override
     def train(self, mode: bool = True):
         super().train(mode)
-        self.unet.eval()  # the frozen base never switches to training behaviour
+        self.unet.eval()  # dropout-free diffusers UNets; the base never switches to training behaviour
         return self
 
     # objective -------------------------------------------------------------------------------
     def compute_losses(self, batch: dict) -> dict[str, Tensor]:
         """Every objective term for one forget/retain batch (one teacher and one student forward)."""
         h = self.hparams
-        table = self.unet.class_embedding.weight
+        with self.method.teacher() as teacher_unet:  # class embeddings of the frozen base (full trains its own)
+            table = teacher_unet.class_embedding.weight.detach()
         yf, yr = self.label_map[batch["forget_labels"]], self.label_map[batch["retain_labels"]]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
         gen = step_generator(h.seed, self.global_step, self.device)
@@ -125,8 +138,8 @@ class UnlearningModule(pl.LightningModule):
             t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_f]
             if use_adj:
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
-        with torch.no_grad(), self.adapters.disabled():
-            teacher = predict_noise(self.unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).split(
+        with torch.no_grad(), self.method.teacher() as teacher_unet:
+            teacher = predict_noise(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).split(
                 [len(x) for x in t_x]
             )
         eps_null_f, eps_r_c, eps_r_null = teacher[:3]
@@ -137,13 +150,12 @@ class UnlearningModule(pl.LightningModule):
         s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [e_f, e_r, e_null[:nr]]
         if use_adj:
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [e_adj]
-        self.adapters.clear_states()
         student = predict_noise(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).split([len(x) for x in s_x])
 
         losses = {
             "forget": preservation(student[0], forget_target(eps_null_f, eps_f_c, h.forget_target, h.eta)),
             "retain": 0.5 * (preservation(student[1], eps_r_c) + preservation(student[2], eps_r_null)),
-            "trajectory": trajectory_consistency(self.adapters.trajectory_states().values()).to(self.device),
+            "trajectory": trajectory_consistency(self.method.trajectory_states().values()).to(self.device),
         }
         if use_adj:
             losses["adjacency"] = preservation(student[3], forget_target(eps_null_f, eps_adj_c, h.forget_target, h.eta))
@@ -166,18 +178,18 @@ class UnlearningModule(pl.LightningModule):
 
     @override
     def on_before_optimizer_step(self, optimizer) -> None:
-        for name, p in self.adapters.named_parameters():
+        for name, p in self.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 raise FloatingPointError(f"gradient of {name} is not finite; stopping (the last checkpoint is kept)")
 
     @override
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.adapters.parameters(), lr=self.hparams.lr, weight_decay=0.0)
+        return torch.optim.AdamW(self.method.trainable_parameters(), lr=self.hparams.lr, weight_decay=0.0)
 
     # artifacts -------------------------------------------------------------------------------
     @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        keep = {f"adapters.{k}" for k in self.adapters.state_dict()}
+        keep = {name for name, p in self.named_parameters() if p.requires_grad}  # trainable state only
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         hparams = checkpoint.get("hyper_parameters", {})
         if isinstance(hparams.get("adapter"), ODEAdapterConfig):  # plain data, loadable with weights_only=True
@@ -193,7 +205,7 @@ class UnlearningModule(pl.LightningModule):
     @override
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = save_adapters(self.adapters, self.adapter_dir)
-            rank_zero_info(f"adapters written to {path}")
+            path = self.method.save(self.adapter_dir)
+            rank_zero_info(f"{self.hparams.method} weights written to {path}")
 
 

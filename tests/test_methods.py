@@ -1,0 +1,49 @@
+"""Every unlearning method fits on a tiny setup and changes only the parameters it should."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_unlearning import _batch
+
+from legato_pl.models import UnlearningModule, load_base_model
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["legato", "residual", "lora", "full"])
+def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
+    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8}, method=method, lr=1e-2,
+                              output_dir=str(tmp_path / "out"))
+    base = load_base_model(tiny_base_dir).unet.state_dict()
+    before = _snapshot(module.unet)
+    trainable = {id(p) for p in module.method.trainable_parameters()}
+    opt = module.configure_optimizers()
+    for _ in range(2):
+        loss = module.total_loss(module.compute_losses(_batch()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = _snapshot(module.unet)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    names = {id(p): n for n, p in module.unet.named_parameters()}
+    if method in ("legato", "residual"):
+        assert not changed  # the UNet is untouched; only the adapters moved
+        assert all(id(p) in trainable for p in module.adapters.parameters())
+        assert {len(s) for s in module.adapters.trajectory_states().values()} == {2 if method == "residual" else 5}
+    elif method == "lora":
+        assert changed and all("lora_" in k for k in changed)
+        assert all("lora_" in names[i] for i in trainable)
+    else:
+        assert changed and any("class_embedding" not in k for k in changed)
+        teacher = module.method.frozen_teacher.state_dict()
+        assert all(torch.equal(teacher[k], base[k]) for k in base)  # the teacher copy stays the base
+    module.method.save(tmp_path / "out")
+    assert any((tmp_path / "out").iterdir())
+
+
+def test_unknown_method_is_refused(tiny_base_dir):
+    with pytest.raises(ValueError, match="method must be one of"):
+        UnlearningModule(str(tiny_base_dir), method="magic")
