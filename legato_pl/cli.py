@@ -6,6 +6,7 @@ import pickle
 import sys
 
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
 from legato_pl.checkpoint import SafeCheckpointIO
@@ -22,6 +23,16 @@ def _input_error(err: BaseException) -> LegatoInputError | None:
     return None
 
 
+class LegatoCLI(LightningCLI):
+    """LightningCLI whose trainer loads checkpoints safely (``weights_only=True``)."""
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
+
 def main(args: list[str] | None = None) -> LightningCLI | None:
     """Run the CLI. Bad user input stops with one ``error:`` line and exit status 2."""
     argv = sys.argv[1:] if args is None else list(args)
@@ -31,14 +42,13 @@ def main(args: list[str] | None = None) -> LightningCLI | None:
 
             sample_main(argv[1:])
             return None
-        return LightningCLI(
+        return LegatoCLI(
             LightningModule,
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"plugins": [SafeCheckpointIO()]},
             args=argv,
         )
     except FloatingPointError as err:  # the numerical guard of the training step

@@ -124,3 +124,17 @@ def test_nan_loss_stops_naming_the_term_and_keeps_last_good_state(tiny_base_dir,
     assert ckpt["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     assert not (out / "adapters").exists()  # no adapters written from a broken state
+
+
+def test_trainer_loads_checkpoints_with_the_safe_plugin(tiny_base_dir, tmp_path):
+    from legato_pl.checkpoint import SafeCheckpointIO
+
+    cli = main(["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
+                "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.max_steps", "1"])
+    assert isinstance(cli.trainer.strategy.checkpoint_io, SafeCheckpointIO)
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"payload": _Exploit()}, bad)
+    from legato_pl import LegatoInputError
+
+    with pytest.raises(LegatoInputError, match="refusing to load"):
+        cli.trainer.strategy.checkpoint_io.load_checkpoint(bad)
