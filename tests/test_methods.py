@@ -7,6 +7,7 @@ import torch
 from test_unlearning import _batch
 
 from legato_pl.models import UnlearningModule, load_base_model
+from legato_pl.models.methods import load_method_weights
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -41,7 +42,11 @@ def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
         teacher = module.method.frozen_teacher.state_dict()
         assert all(torch.equal(teacher[k], base[k]) for k in base)  # the teacher copy stays the base
     module.method.save(tmp_path / "out")
-    assert any((tmp_path / "out").iterdir())
+    # the saved artifact reproduces the trained student on a fresh base UNet
+    fresh = load_method_weights(load_base_model(tiny_base_dir).unet, method, tmp_path / "out")
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x, t, class_labels=y).sample, module.unet(x, t, class_labels=y).sample)
 
 
 def test_unknown_method_is_refused(tiny_base_dir):

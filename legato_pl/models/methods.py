@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, attach_adapters, save_adapters
+from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, attach_adapters, load_adapters, save_adapters
 from legato_pl.errors import LegatoInputError
 
 METHODS = ("legato", "residual", "lora", "full")
@@ -74,19 +74,8 @@ class ODEMethod(UnlearningMethod):
 class LoRAMethod(UnlearningMethod):
     def __init__(self, unet: nn.Module, rank: int):
         super().__init__(unet)
-        try:
-            from peft import LoraConfig, inject_adapter_in_model
-            from peft.tuners.tuners_utils import BaseTunerLayer
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise LegatoInputError("method 'lora' needs peft: pip install 'legato_pl[baselines]'") from None
         self.rank = rank
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS), unet)
-        self._lora_layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
-        if not self._lora_layers:
-            raise LegatoInputError(f"LoRA found none of {LORA_TARGETS} in {type(unet).__name__}")
-        for layer in self._lora_layers:  # trainable: the LoRA factors, by structure
-            for name, p in layer.named_parameters():
-                p.requires_grad_(name.startswith(("lora_A", "lora_B")))
+        self._lora_layers = inject_lora(unet, rank)
 
     @contextmanager
     def teacher(self) -> Iterator[nn.Module]:
@@ -107,6 +96,23 @@ class LoRAMethod(UnlearningMethod):
         save_file(state, str(path / "lora.safetensors"))
         (path / "lora_config.json").write_text(json.dumps({"rank": self.rank, "target_modules": LORA_TARGETS}) + "\n")
         return path
+
+
+def inject_lora(unet: nn.Module, rank: int) -> list[nn.Module]:
+    """Add LoRA (peft) to the attention and conv layers; only the LoRA factors require grad."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise LegatoInputError("method 'lora' needs peft: pip install 'legato_pl[baselines]'") from None
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS), unet)
+    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+    if not layers:
+        raise LegatoInputError(f"LoRA found none of {LORA_TARGETS} in {type(unet).__name__}")
+    for layer in layers:  # trainable: the LoRA factors, by structure
+        for name, p in layer.named_parameters():
+            p.requires_grad_(name.startswith(("lora_A", "lora_B")))
+    return layers
 
 
 class FullMethod(UnlearningMethod):
@@ -137,3 +143,21 @@ def build_method(name: str, unet: nn.Module, adapter: ODEAdapterConfig, lora_ran
     if name == "full":
         return FullMethod(unet)
     raise LegatoInputError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+
+
+def load_method_weights(unet: nn.Module, method: str, path: str | Path) -> nn.Module:
+    """``unet`` as trained by ``method``, from the artifact :meth:`UnlearningMethod.save` wrote."""
+    path = Path(path)
+    if method in ("legato", "residual"):
+        load_adapters(unet, path)
+        return unet
+    if method == "lora":
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        inject_lora(unet, json.loads((path / "lora_config.json").read_text())["rank"])
+        set_peft_model_state_dict(unet, load_file(str(path / "lora.safetensors")))
+        return unet.requires_grad_(False)
+    if method == "full":
+        return type(unet).from_pretrained(str(path / "unet")).eval()
+    raise LegatoInputError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")

@@ -104,8 +104,8 @@ class UnlearningModule(pl.LightningModule):
         index = {n: i for i, n in enumerate(self.identities)}
         self.label_map = torch.tensor([index[n] for n in dm.class_names], device=self.device)
         trainable = sum(p.numel() for p in self.method.trainable_parameters())
-        unet = sum(p.numel() for p in self.unet.parameters() if not p.requires_grad or self.hparams.method == "full")
-        rank_zero_info(f"{self.hparams.method}: trainable parameters {trainable:,}; UNet parameters {unet:,}")
+        frozen = sum(p.numel() for p in self.unet.parameters() if not p.requires_grad)
+        rank_zero_info(f"{self.hparams.method}: trainable parameters {trainable:,}; frozen UNet parameters {frozen:,}")
 
     @override
     def train(self, mode: bool = True):
