@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from torchvision.utils import save_image
 
@@ -33,13 +33,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(config: str, overrides: list[str]) -> dict:
-    """Run ``python -m legato_pl fit`` in a child process; wall time and the child's peak RSS."""
+    """Run ``python -m legato_pl fit`` in a child process; its wall time and peak RSS (polled)."""
     cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", config, *overrides]
     print("+", shlex.join(cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"wall_time_s": time.perf_counter() - start, "peak_rss_mb": peak_kb / 1024}
+    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc, peak = psutil.Process(child.pid), 0
+    while child.poll() is None:
+        try:
+            peak = max(peak, proc.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.5)
+    if child.wait() != 0:
+        raise subprocess.CalledProcessError(child.returncode, cmd)
+    return {"wall_time_s": time.perf_counter() - start, "peak_rss_mb": peak / 2**20}
 
 
 def seconds_per_step(log_dir: Path) -> float:
