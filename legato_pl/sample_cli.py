@@ -10,6 +10,7 @@ from torchvision.utils import save_image
 
 from legato_pl.adapters import load_adapters
 from legato_pl.data.datamodule import check_names
+from legato_pl.errors import LegatoInputError
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
@@ -25,6 +26,8 @@ def sample_grid(
     steps: int = 25,
 ) -> torch.Tensor:
     """``[len(strengths), len(identities) * per_identity, C, H, W]``: rows share their seeds."""
+    if adapters is None and any(s != 0.0 for s in strengths):
+        raise LegatoInputError("strengths other than 0 need --adapters")
     base = load_base_model(base_model)
     check_names(identities, base.identities, f"base model {base_model}")
     unet = base.unet.eval()
@@ -32,8 +35,6 @@ def sample_grid(
     labels = torch.tensor([base.identities.index(n) for n in identities]).repeat_interleave(per_identity)
     rows = []
     for s in strengths:
-        if ada is None and s != 0.0:
-            raise SystemExit("error: strengths other than 0 need --adapters")
         rows.append(sample(unet, base.scheduler, labels, null_class=base.null_class, guidance_scale=guidance_scale,
                            num_inference_steps=steps, seed=seed, adapters=ada, strength=s if ada else None))
     return torch.stack(rows)
