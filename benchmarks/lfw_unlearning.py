@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import torch
+from harness import pick_retain, run_cli, seconds_per_step
 from torchvision.utils import save_image
 
 from legato_pl.adapters import load_adapters
@@ -30,44 +28,6 @@ from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(config: str, overrides: list[str]) -> dict:
-    """Run ``python -m legato_pl fit`` in a child process; its wall time and peak RSS (polled)."""
-    cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", config, *overrides]
-    print("+", shlex.join(cmd), flush=True)
-    start = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    proc, peak = psutil.Process(child.pid), 0
-    while child.poll() is None:
-        try:
-            peak = max(peak, proc.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.5)
-    if child.wait() != 0:
-        raise subprocess.CalledProcessError(child.returncode, cmd)
-    return {"wall_time_s": time.perf_counter() - start, "peak_rss_mb": peak / 2**20}
-
-
-def seconds_per_step(log_dir: Path) -> float:
-    """Steady-state seconds per optimisation step from the TensorBoard wall times of train/loss
-    (logged every step), skipping the first step's start-up."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
-    scalars = events.Scalars("train/loss")
-    if len(scalars) < 3:
-        return float("nan")
-    first, last = scalars[1], scalars[-1]
-    return (last.wall_time - first.wall_time) / (last.step - first.step)
-
-
-def pick_retain(names: list[str], forget: str, n: int) -> list[str]:
-    others = [x for x in names if x != forget]
-    step = max(1, len(others) // n)
-    return others[::step][:n]
 
 
 def table(base: dict, after: dict) -> str:

@@ -49,7 +49,7 @@ def main(args: list[str] | None = None) -> LightningCLI | None:
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            args=argv,
+            args=args,  # None: LightningCLI reads sys.argv itself (passing both makes it warn)
         )
     except FloatingPointError as err:  # the numerical guard of the training step
         print(f"error: {err}", file=sys.stderr)

@@ -52,13 +52,17 @@ def strength_curve(
     metrics: UnlearningMetrics,
     strengths: list[float] | None = None,
     settings: SamplingSettings | None = None,
+    seeds: list[int] | None = None,
 ) -> StrengthCurve:
-    """Sample ``labels`` at each strength (same seeds) and compute ``metrics`` against strength 0."""
+    """Sample ``labels`` at each strength (same seeds) and compute ``metrics`` against strength 0.
+
+    ``seeds`` (one per label) overrides ``settings.seed + i``: a DDP rank passes its shard's global seeds.
+    """
     settings = settings or SamplingSettings()
     strengths = strength_grid(adapters) if strengths is None else list(strengths)
     kwargs = dict(null_class=null_class, guidance_scale=settings.guidance_scale,
                   num_inference_steps=settings.num_inference_steps, seed=settings.seed,
-                  batch_size=settings.batch_size, adapters=adapters)
+                  batch_size=settings.batch_size, adapters=adapters, seeds=seeds)
     curve = StrengthCurve(labels=labels.cpu())
     before = sample(unet, scheduler, labels, strength=0.0, **kwargs)
     for s in strengths:

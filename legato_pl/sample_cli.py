@@ -24,13 +24,20 @@ def sample_grid(
     seed: int = 0,
     guidance_scale: float = 3.0,
     steps: int = 25,
+    previous_adapters: list[str] = (),
 ) -> torch.Tensor:
-    """``[len(strengths), len(identities) * per_identity, C, H, W]``: rows share their seeds."""
+    """``[len(strengths), len(identities) * per_identity, C, H, W]``: rows share their seeds.
+
+    ``previous_adapters`` (earlier removal requests, in order) are applied at strength 1 in every row;
+    the strengths apply to ``adapters``.
+    """
     if adapters is None and any(s != 0.0 for s in strengths):
         raise LegatoInputError("strengths other than 0 need --adapters")
     base = load_base_model(base_model)
     check_names(identities, base.identities, f"base model {base_model}")
     unet = base.unet.eval()
+    for path in previous_adapters:
+        load_adapters(unet, path, strength=1.0)
     ada = load_adapters(unet, adapters) if adapters else None
     labels = torch.tensor([base.identities.index(n) for n in identities]).repeat_interleave(per_identity)
     rows = []
@@ -45,6 +52,8 @@ def sample_main(argv: list[str] | None = None) -> Path:
     p.add_argument("--base_model", required=True, help="base model directory (diffusers pipeline + identities.json)")
     p.add_argument("--identities", required=True, nargs="+", help="person names, as in identities.json")
     p.add_argument("--adapters", help="adapter directory written by fit (omit for the base model only)")
+    p.add_argument("--previous_adapters", nargs="+", default=[],
+                   help="adapters of earlier requests (fit with model.previous_adapters), applied at strength 1")
     p.add_argument("--strengths", type=float, nargs="+", default=[0.0, 1.0])
     p.add_argument("--per_identity", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -53,7 +62,7 @@ def sample_main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", default="samples.png", help="PNG: one row per strength")
     a = p.parse_args(argv)
     grid = sample_grid(a.base_model, a.identities, a.adapters, a.strengths, a.per_identity, a.seed,
-                       a.guidance_scale, a.steps)
+                       a.guidance_scale, a.steps, a.previous_adapters)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid.flatten(0, 1) * 0.5 + 0.5, out, nrow=grid.shape[1])

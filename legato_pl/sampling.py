@@ -1,7 +1,8 @@
 """DDIM sampling with classifier-free guidance at a chosen adapter strength, from fixed seeds.
 
-Row ``i`` of a call with ``seed=s`` always starts from the noise of seed ``s + i``, so samples
-"before" (strength 0) and "after" share their noise and differ only by the adapters.
+Row ``i`` of a call with ``seed=s`` always starts from the noise of seed ``s + i`` (or of ``seeds[i]``
+when given, so a DDP rank can draw its shard of a global batch), so samples "before" (strength 0)
+and "after" share their noise and differ only by the adapters.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from torch import Tensor, nn
 from legato_pl.adapters import ODEAdapters
 
 
-def initial_noise(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
+    """One standard-normal tensor of ``shape`` per seed."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
 @torch.no_grad()
@@ -30,19 +32,24 @@ def sample(
     adapters: ODEAdapters | None = None,
     strength: float | None = None,
     batch_size: int = 64,
+    seeds: list[int] | None = None,
 ) -> Tensor:
     """Images ``[N, C, H, W]`` in [-1, 1] for class ``labels`` (DDIM, eta 0, guidance toward the label)."""
     if adapters is not None and strength is not None:
         with adapters.at_strength(strength):
             return sample(unet, scheduler, labels, null_class=null_class, guidance_scale=guidance_scale,
-                          num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size)
+                          num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, seeds=seeds)
+    if seeds is None:
+        seeds = list(range(seed, seed + len(labels)))
+    elif len(seeds) != len(labels):
+        raise ValueError(f"{len(seeds)} seeds for {len(labels)} labels")
     device = next(unet.parameters()).device
     size = unet.config.sample_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     out = []
     for start in range(0, len(labels), batch_size):
         y = labels[start : start + batch_size].to(device)
-        x = initial_noise(len(y), (unet.config.in_channels, *size), seed + start).to(device)
+        x = initial_noise(seeds[start : start + batch_size], (unet.config.in_channels, *size)).to(device)
         ddim = DDIMScheduler.from_config(scheduler.config)
         ddim.set_timesteps(num_inference_steps, device=device)
         guided = null_class is not None and guidance_scale != 1.0

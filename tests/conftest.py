@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +15,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 
 from legato_pl.models.base import build_unet, save_base_model
 
+REPO = Path(__file__).resolve().parents[1]
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 TINY_UNET = {
     "block_out_channels": [16, 32],
@@ -60,3 +63,12 @@ def tiny_base_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("base")
     save_base_model(path, tiny_unet(len(TINY_IDENTITIES) + 1), DDPMScheduler(num_train_timesteps=100), TINY_IDENTITIES)
     return path
+
+
+def run_legato(args: list[str], devices: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m legato_pl <args>`` in a fresh process (CPU DDP over ``devices`` processes when > 1)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    if devices > 1:
+        args = [*args, "--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
+    return subprocess.run([sys.executable, "-m", "legato_pl", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)

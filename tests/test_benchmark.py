@@ -1,34 +1,88 @@
-"""The LFW benchmark end to end on a tiny setup (3 people, 16x16, a few steps): slow."""
+"""The LFW benchmark scripts end to end on a tiny setup (3 people, 16x16, a few steps): slow."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = "[Colin_Powell, George_W_Bush, Tony_Blair]"
+sys.path.insert(0, str(REPO / "benchmarks"))
 UNET = ("{block_out_channels: [16, 32], down_block_types: [DownBlock2D, AttnDownBlock2D], "
         "up_block_types: [AttnUpBlock2D, UpBlock2D], norm_num_groups: 8, attention_head_dim: 8}")
+
+TINY_PRETRAIN = (f"--data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
+                 f"--data.init_args.batch_size 8 --model.init_args.unet '{UNET}'")
+TINY_UNLEARN = (f"--data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
+                "--model.init_args.adapter.hidden 8 --data.init_args.batch_size 4")
+
+
+@pytest.fixture(scope="module")
+def tiny_lfw_base(tmp_path_factory, faces_root) -> Path:
+    from harness import run_cli
+
+    out = tmp_path_factory.mktemp("lfw")
+    run_cli("configs/pretrain_lfw.yaml", ["--model.init_args.output_dir", str(out / "base"), "--data.init_args.root",
+                                          str(faces_root), "--trainer.max_steps", "3",
+                                          "--trainer.logger.init_args.save_dir", str(out), *shlex.split(TINY_PRETRAIN)])
+    return out / "base"
+
+
+def _tiny_args(base: Path, tmp_path: Path, faces_root: Path) -> list[str]:
+    return ["--base", str(base), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"), "--root",
+            str(faces_root), "--steps", "3", "--retain-identities", "2", "--per-identity", "2", "--forget-samples",
+            "2", "--steps-ddim", "2", "--unlearn-args", TINY_UNLEARN]
+
+
+@pytest.mark.slow
+def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
+    monkeypatch.chdir(REPO)
+    from compare_methods import main
+
+    main([*_tiny_args(tiny_lfw_base, tmp_path, faces_root), "--methods", "legato", "lora", "full", "--no-fid"])
+    saved = json.loads((tmp_path / "results" / "compare_methods.json").read_text())
+    methods = saved["methods"]
+    assert set(methods) == {"legato", "lora", "full"}
+    assert methods["full"]["step_time_ratio_vs_full"] == 1.0
+    assert methods["legato"]["trainable_params"] < methods["full"]["trainable_params"] == methods["full"]["unet_params"]
+    for r in methods.values():
+        assert [c["strength"] for c in r["curve"]] == [0.0, 0.5, 1.0]
+        assert r["curve"][0]["FD_pre"] == pytest.approx(0, abs=1e-6)  # strength 0 is the shared base
+        assert {"acc_forget", "acc_retain", "FD_pre", "ID_forget", "face_rate"} <= set(r)
+    assert not list((tmp_path / "work").rglob("*.ckpt"))  # no checkpoints: the fits only need their weights
+    assert (tmp_path / "results" / "compare_methods_tradeoff.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_sequential_requests_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
+    monkeypatch.chdir(REPO)
+    from sequential_requests import main
+
+    main([*_tiny_args(tiny_lfw_base, tmp_path, faces_root), "--second-person", "Tony_Blair"])
+    saved = json.loads((tmp_path / "results" / "sequential_requests.json").read_text())
+    assert list(saved["stages"]) == ["base", "base+A", "base+A+B"]
+    assert saved["stages"]["base"]["ID_A"] == pytest.approx(1.0) and saved["stages"]["base"]["FD_pre"] == pytest.approx(0, abs=1e-6)
+    hparams = yaml.safe_load((tmp_path / "work" / "second" / "fit" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["previous_adapters"] == [str(tmp_path / "work" / "first" / "weights")]
+    assert (tmp_path / "work" / "second" / "weights" / "adapters.safetensors").is_file()
 
 
 @pytest.mark.slow
 def test_lfw_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     monkeypatch.chdir(REPO)
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from lfw_unlearning import main
 
     result = main([
         "--base", str(tmp_path / "base"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
         "--root", str(faces_root), "--steps", "4", "--retain-identities", "2", "--per-identity", "2",
         "--base-per-identity", "1", "--steps-ddim", "2",
-        "--pretrain-args", f"--trainer.max_steps 3 --trainer.logger.init_args.save_dir {tmp_path} "
-                           f"--data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
-                           f"--data.init_args.batch_size 8 --model.init_args.unet '{UNET}'",
-        "--unlearn-args", f"--data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
-                          "--model.init_args.adapter.hidden 8 --data.init_args.batch_size 4",
+        "--pretrain-args", f"--trainer.max_steps 3 --trainer.logger.init_args.save_dir {tmp_path} {TINY_PRETRAIN}",
+        "--unlearn-args", TINY_UNLEARN,
     ])
     saved = json.loads((tmp_path / "results" / "lfw_unlearning.json").read_text())
     assert saved["command"].startswith("python benchmarks/lfw_unlearning.py")

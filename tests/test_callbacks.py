@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from conftest import randomize_
+from conftest import randomize_, run_legato
 from nbclient import NotebookClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -44,6 +44,29 @@ def test_forgetting_curve_logs_tags_and_csv(curve_run):
     rows = list(csv.DictReader((run / "curve.csv").open()))
     assert [float(r["strength"]) for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert float(rows[0]["ID_forget"]) == pytest.approx(1.0)  # strength 0 reproduces the before samples
+
+
+def test_forgetting_curve_under_ddp_matches_one_process(tiny_base_dir, tmp_path):
+    """2 CPU processes shard the sampled rows (global seeds), reduce the metrics, and only rank 0 writes."""
+    curves = {}
+    for devices in (1, 2):
+        out = tmp_path / f"d{devices}"
+        proc = run_legato(["fit", "--config", str(HERE / "configs" / "tiny_unlearn.yaml"), "--config",
+                           str(HERE / "configs" / "tiny_curve.yaml"), "--model.init_args.base_model",
+                           str(tiny_base_dir), "--trainer.logger.init_args.save_dir", str(out),
+                           "--model.init_args.output_dir", str(out / "adapters"), "--trainer.max_steps", "2"],
+                          devices=devices)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (csv_path,) = out.rglob("curve.csv")  # exactly one writer
+        curves[devices] = list(csv.DictReader(csv_path.open()))
+        assert len(list(out.rglob("events.out.tfevents.*"))) == 1
+    one, two = curves[1], curves[2]
+    assert [r["strength"] for r in two] == [r["strength"] for r in one] == ["0.0", "0.25", "0.5", "0.75", "1.0"]
+    assert set(two[0]) == set(one[0])
+    for r1, r2 in zip(one, two):
+        for key in r1:  # sums over all rows, not rank 0's half: equal to the single-process sweep
+            assert float(r2[key]) == pytest.approx(float(r1[key]), rel=1e-3, abs=1e-4), (key, r1, r2)
+    # rank 0 alone would have half the rows: its ID_real_forget (a mean over samples) would differ
 
 
 def test_strength_zero_samples_equal_base_samples(tiny_base_dir):

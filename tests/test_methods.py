@@ -14,6 +14,15 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _train(module: UnlearningModule, steps: int) -> None:
+    opt = module.configure_optimizers()
+    for _ in range(steps):
+        loss = module.total_loss(module.compute_losses(_batch()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 @pytest.mark.parametrize("method", ["legato", "residual", "lora", "full"])
 def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
     module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8}, method=method, lr=1e-2,
@@ -21,12 +30,7 @@ def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
     base = load_base_model(tiny_base_dir).unet.state_dict()
     before = _snapshot(module.unet)
     trainable = {id(p) for p in module.method.trainable_parameters()}
-    opt = module.configure_optimizers()
-    for _ in range(2):
-        loss = module.total_loss(module.compute_losses(_batch()))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _train(module, steps=2)
     after = _snapshot(module.unet)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     names = {id(p): n for n, p in module.unet.named_parameters()}
@@ -46,9 +50,43 @@ def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
     fresh = load_method_weights(load_base_model(tiny_base_dir).unet, method, tmp_path / "out")
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2])
     with torch.no_grad():
-        torch.testing.assert_close(fresh(x, t, class_labels=y).sample, module.unet(x, t, class_labels=y).sample)
+        trained = module.unet(x, t, class_labels=y).sample
+        torch.testing.assert_close(fresh(x, t, class_labels=y).sample, trained)
+        # the strength knob of every method: 0 is the base model exactly, 0.5 lies between
+        base_out = load_base_model(tiny_base_dir).unet(x, t, class_labels=y).sample
+        at = {s: load_method_weights(load_base_model(tiny_base_dir).unet, method, tmp_path / "out", strength=s)(
+            x, t, class_labels=y).sample for s in (0.0, 0.5)}
+    assert torch.equal(at[0.0], base_out)
+    assert 0 < (at[0.5] - base_out).abs().mean() < (trained - base_out).abs().mean()
 
 
 def test_unknown_method_is_refused(tiny_base_dir):
     with pytest.raises(ValueError, match="method must be one of"):
         UnlearningModule(str(tiny_base_dir), method="magic")
+
+
+def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_dir, tmp_path):
+    from conftest import randomize_
+
+    from legato_pl import ODEAdapterConfig, attach_adapters, load_adapters, save_adapters
+
+    first = attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=8))
+    randomize_(first, scale=0.2)  # a first request's trained adapters
+    save_adapters(first, tmp_path / "first")
+    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8}, lr=1e-2,
+                              previous_adapters=[str(tmp_path / "first")])
+    reference = load_base_model(tiny_base_dir).unet.eval()
+    load_adapters(reference, tmp_path / "first")  # base + first request, as deployed
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2])
+    with torch.no_grad():
+        expected = reference(x, t, class_labels=y).sample
+        with module.method.teacher() as teacher:
+            assert torch.equal(teacher(x, t, class_labels=y).sample, expected)  # the new teacher
+        assert torch.equal(module.unet(x, t, class_labels=y).sample, expected)  # new adapters start at identity
+    previous = _snapshot(module.previous_adapters)
+    assert {id(p) for p in module.method.trainable_parameters()} == {id(p) for p in module.adapters.parameters()}
+    _train(module, steps=2)
+    assert all(torch.equal(v, previous[k]) for k, v in module.previous_adapters.state_dict().items())
+    assert any(p.abs().sum() > 0 for n, p in module.adapters.named_parameters() if ".out." in n)
+    with pytest.raises(ValueError, match="previous_adapters stack ODE adapters"):
+        UnlearningModule(str(tiny_base_dir), method="lora", previous_adapters=[str(tmp_path / "first")])

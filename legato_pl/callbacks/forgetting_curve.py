@@ -26,7 +26,8 @@ class ForgettingCurve(pl.Callback):
       a ``curve/samples`` grid (rows = strength, columns = identities);
     - ``curve.csv`` in the run directory (one row per evaluation and strength).
 
-    Under DDP every rank samples a shard of the rows and the metrics are reduced; rank 0 logs.
+    Under DDP every rank samples a shard of the rows (global seeds, so the reduced metrics equal a
+    single-process sweep) and the metrics are reduced across ranks; rank 0 logs and writes.
     """
 
     def __init__(
@@ -66,21 +67,23 @@ class ForgettingCurve(pl.Callback):
         if getattr(module, "adapters", None) is None:
             raise LegatoInputError("ForgettingCurve sweeps ODE adapter strength: use method legato or residual")
         labels, people = self._setup_metrics(trainer, module)
-        shard = labels[trainer.global_rank :: trainer.world_size]
-        settings = SamplingSettings(**{**vars(self.settings), "seed": self.settings.seed + 1000 * trainer.global_rank})
+        # each rank samples rows rank::world of the global set with their global seeds, so the reduced
+        # metrics equal a single-process sweep
+        rows = torch.arange(trainer.global_rank, len(labels), trainer.world_size)
+        seeds = (self.settings.seed + rows).tolist()
         was_training = module.training
         module.eval()
-        curve = strength_curve(module.unet, module.scheduler, module.adapters, shard, module.null_class,
-                               self._metrics, self.strengths, settings)
+        curve = strength_curve(module.unet, module.scheduler, module.adapters, labels[rows], module.null_class,
+                               self._metrics, self.strengths, self.settings, seeds=seeds)
         module.train(was_training)
         self.last = curve
-        self._log(trainer, curve, people)
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank calls it
+        self._log(trainer, curve, people, run_dir)
         return curve
 
     @rank_zero_only
-    def _log(self, trainer: pl.Trainer, curve: StrengthCurve, people: list[int]) -> None:
+    def _log(self, trainer: pl.Trainer, curve: StrengthCurve, people: list[int], run_dir: Path) -> None:
         step = trainer.global_step
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "curve.csv"
         keys = list(curve.rows[0])

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, attach_adapters, load_adapters, save_adapters
@@ -145,11 +146,18 @@ def build_method(name: str, unet: nn.Module, adapter: ODEAdapterConfig, lora_ran
     raise LegatoInputError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
 
 
-def load_method_weights(unet: nn.Module, method: str, path: str | Path) -> nn.Module:
-    """``unet`` as trained by ``method``, from the artifact :meth:`UnlearningMethod.save` wrote."""
+def load_method_weights(unet: nn.Module, method: str, path: str | Path, strength: float = 1.0) -> nn.Module:
+    """``unet`` as trained by ``method``, from the artifact :meth:`UnlearningMethod.save` wrote.
+
+    ``strength`` in [0, 1] is the knob of every method, 0 being the base model exactly: ODE adapters
+    integrate to ``strength * t_end``; ``lora`` and ``full`` apply ``strength`` times their weight change
+    (LoRA's ``B`` factors scaled; full weights ``base + strength * (trained - base)``).
+    """
     path = Path(path)
+    if not 0.0 <= strength <= 1.0:
+        raise LegatoInputError(f"strength must be in [0, 1], got {strength}")
     if method in ("legato", "residual"):
-        load_adapters(unet, path)
+        load_adapters(unet, path, strength=strength)
         return unet
     if method == "lora":
         from peft.utils import set_peft_model_state_dict
@@ -157,7 +165,17 @@ def load_method_weights(unet: nn.Module, method: str, path: str | Path) -> nn.Mo
 
         inject_lora(unet, json.loads((path / "lora_config.json").read_text())["rank"])
         set_peft_model_state_dict(unet, load_file(str(path / "lora.safetensors")))
+        with torch.no_grad():
+            for name, p in unet.named_parameters():
+                if "lora_B" in name:
+                    p.mul_(strength)
         return unet.requires_grad_(False)
     if method == "full":
-        return type(unet).from_pretrained(str(path / "unet")).eval()
+        trained = type(unet).from_pretrained(str(path / "unet")).eval()
+        if strength != 1.0:
+            base = dict(unet.named_parameters())
+            with torch.no_grad():
+                for name, p in trained.named_parameters():
+                    p.copy_(base[name] + strength * (p - base[name]))
+        return trained.requires_grad_(False)
     raise LegatoInputError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")

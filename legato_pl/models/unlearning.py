@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from typing_extensions import override
 
-from legato_pl.adapters import ODEAdapterConfig, ODEAdapters
+from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, load_adapters
 from legato_pl.errors import LegatoInputError
 from legato_pl.models.base import downsampling_factor, load_base_model, predict_noise
 from legato_pl.models.diffusion import add_noise, step_generator
@@ -18,6 +19,8 @@ from legato_pl.models.methods import METHODS, build_method
 from legato_pl.objectives import FORGET_TARGETS, adjacent_embeddings, forget_target, preservation, trajectory_consistency
 
 LOSS_TERMS = ("forget", "retain", "trajectory", "adjacency")
+# the frozen base UNet stays in eval mode on purpose (see ``train``); Lightning's reminder is noise here
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 class UnlearningModule(pl.LightningModule):
@@ -35,6 +38,9 @@ class UnlearningModule(pl.LightningModule):
         seed: seeds the per-step noise, timesteps and adjacency draws (a function of seed, step, rank).
         method: what trains: ``legato`` (ODE adapters), ``residual`` (one residual adapter step),
             ``lora`` (peft LoRA, rank ``lora_rank``), ``full`` (the whole UNet; a frozen teacher copy).
+        previous_adapters: adapter directories of earlier removal requests. They are loaded at
+            strength 1 and frozen, so base + previous adapters is the new teacher and the new adapters
+            train on top of them (``legato`` / ``residual`` only). At inference load them in the same order.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class UnlearningModule(pl.LightningModule):
         seed: int = 0,
         method: str = "legato",
         lora_rank: int = 4,
+        previous_adapters: list[str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -72,6 +79,12 @@ class UnlearningModule(pl.LightningModule):
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
+        if previous_adapters and method not in ("legato", "residual"):
+            raise LegatoInputError(f"previous_adapters stack ODE adapters: use method legato or residual, not {method!r}")
+        # earlier requests first: their hooks run before the new adapters' on every stage
+        self.previous_adapters = nn.ModuleList(
+            load_adapters(self.unet, path).requires_grad_(False) for path in previous_adapters or []
+        )
         if isinstance(adapter, dict):  # convenience for Python callers; the CLI passes the dataclass
             adapter = ODEAdapterConfig.from_dict(adapter)
         self.method = build_method(method, self.unet, adapter or ODEAdapterConfig(), lora_rank)
@@ -89,6 +102,11 @@ class UnlearningModule(pl.LightningModule):
         dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "class_names"):
             return
+        self.bind_data(dm)
+
+    def bind_data(self, dm) -> None:
+        """Check the datamodule against the base model and map its labels to base classes by name
+        (called by ``setup``; call it yourself to drive :meth:`compute_losses` without a Trainer)."""
         missing = [n for n in dm.class_names if n not in self.identities]
         forget_missing = [n for n in getattr(dm, "forget", []) if n not in self.identities]
         if forget_missing:

@@ -1,0 +1,87 @@
+"""Helpers shared by the LFW benchmark scripts: child fits with peak RSS, step times, argument sets."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "data" / "faces"
+
+
+def run_cli(config: str, overrides: list[str]) -> dict:
+    """Run ``python -m legato_pl fit`` in a child process; its wall time and peak RSS (polled)."""
+    cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", config, *overrides]
+    print("+", shlex.join(cmd), flush=True)
+    start = time.perf_counter()
+    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc, peak = psutil.Process(child.pid), 0
+    while child.poll() is None:
+        try:
+            peak = max(peak, proc.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.5)
+    if child.wait() != 0:
+        raise subprocess.CalledProcessError(child.returncode, cmd)
+    return {"wall_time_s": time.perf_counter() - start, "peak_rss_mb": peak / 2**20}
+
+
+def seconds_per_step(log_dir: Path) -> float:
+    """Steady-state seconds per optimisation step from the TensorBoard wall times of train/loss
+    (logged every step), skipping the first step's start-up."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    scalars = events.Scalars("train/loss")
+    if len(scalars) < 3:
+        return float("nan")
+    first, last = scalars[1], scalars[-1]
+    return (last.wall_time - first.wall_time) / (last.step - first.step)
+
+
+def pick_retain(names: list[str], forget: str, n: int) -> list[str]:
+    others = [x for x in names if x != forget]
+    step = max(1, len(others) // n)
+    return others[::step][:n]
+
+
+def add_unlearning_args(p: argparse.ArgumentParser, work: str, steps: int = 200) -> None:
+    """Arguments of the scripts that fit unlearning runs on an existing LFW base and sample them."""
+    p.add_argument("--base", default="runs/lfw/base", help="base model directory (configs/pretrain_lfw.yaml)")
+    p.add_argument("--root", default=str(FACES))
+    p.add_argument("--work", default=work, help="run directory for the fits")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results directory")
+    p.add_argument("--steps", type=int, default=steps, help="optimisation steps per fit")
+    p.add_argument("--unlearn-config", default="configs/legato_lfw.yaml")
+    p.add_argument("--unlearn-args", default="", help="extra CLI overrides for every fit (quoted)")
+    p.add_argument("--retain-identities", type=int, default=8, help="retain people sampled in evaluation")
+    p.add_argument("--per-identity", type=int, default=8, help="samples per retain person")
+    p.add_argument("--forget-samples", type=int, default=32, help="samples per forgotten person")
+    p.add_argument("--steps-ddim", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=3.0)
+
+
+def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
+    """One ``fit`` of ``a.unlearn_config`` into ``run`` (weights in ``run/weights``, events in ``run/fit``),
+    with no callbacks; its wall time, peak RSS and steady seconds per step."""
+    result = run_cli(a.unlearn_config, [
+        "--model.init_args.base_model", a.base, "--model.init_args.output_dir", str(run / "weights"),
+        "--data.init_args.root", a.root, "--data.init_args.forget", forget, "--trainer.max_steps", str(a.steps),
+        "--trainer.logger.init_args.save_dir", str(run), "--trainer.logger.init_args.name", "fit",
+        "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1", "--trainer.callbacks", "[]",
+        "--trainer.enable_checkpointing", "false",
+        *extra, *shlex.split(a.unlearn_args)])
+    return {**result, "seconds_per_step": seconds_per_step(run / "fit" / "version_0")}
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    return shlex.join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
