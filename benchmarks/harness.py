@@ -72,13 +72,13 @@ def add_unlearning_args(p: argparse.ArgumentParser, work: str, steps: int = 200)
 
 def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
     """One ``fit`` of ``a.unlearn_config`` into ``run`` (weights in ``run/weights``, events in ``run/fit``),
-    with no callbacks; its wall time, peak RSS and steady seconds per step."""
+    with no callbacks, checkpoints or validation; its wall time, peak RSS and steady seconds per step."""
     result = run_cli(a.unlearn_config, [
         "--model.init_args.base_model", a.base, "--model.init_args.output_dir", str(run / "weights"),
         "--data.init_args.root", a.root, "--data.init_args.forget", forget, "--trainer.max_steps", str(a.steps),
         "--trainer.logger.init_args.save_dir", str(run), "--trainer.logger.init_args.name", "fit",
         "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1", "--trainer.callbacks", "[]",
-        "--trainer.enable_checkpointing", "false",
+        "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
         *extra, *shlex.split(a.unlearn_args)])
     return {**result, "seconds_per_step": seconds_per_step(run / "fit" / "version_0")}
 

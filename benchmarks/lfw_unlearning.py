@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--model.init_args.base_model", str(base_dir), "--model.init_args.output_dir", str(work / "adapters"),
         "--data.init_args.root", a.root, "--data.init_args.forget", a.forget, "--trainer.max_steps", str(a.steps),
         "--trainer.logger.init_args.save_dir", str(work), "--trainer.logger.init_args.name", "fit",
-        "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1",
+        "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "0",
         *shlex.split(a.unlearn_args)])
     fit["seconds_per_step"] = seconds_per_step(work / "fit" / "version_0")
     fit["steps"] = a.steps

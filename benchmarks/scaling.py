@@ -71,6 +71,7 @@ def worker(a: argparse.Namespace) -> dict:
         with tempfile.TemporaryDirectory() as logs:
             trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=total, log_every_n_steps=10,
                                  default_root_dir=logs, enable_checkpointing=False, enable_model_summary=False,
+                                 limit_val_batches=0,
                                  callbacks=[Stamp()])
             trainer.fit(module, datamodule=dm)
     else:

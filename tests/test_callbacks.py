@@ -27,7 +27,7 @@ def curve_run(tiny_base_dir, tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("curve")
     cli = main(["fit", "--config", str(HERE / "configs" / "tiny_unlearn.yaml"), "--config",
                 str(HERE / "configs" / "tiny_curve.yaml"), "--model.init_args.base_model", str(tiny_base_dir),
-                "--trainer.logger.init_args.save_dir", str(out), "--trainer.max_steps", "4"])
+                "--trainer.logger.init_args.save_dir", str(out), "--trainer.max_steps", "6"])
     return Path(cli.trainer.log_dir), cli
 
 
@@ -40,10 +40,13 @@ def test_forgetting_curve_logs_tags_and_csv(curve_run):
         for s in ("0.00", "0.25", "0.50", "0.75", "1.00"):
             assert f"curve/{metric}/strength_{s}" in scalars
     assert {"curve/figure", "curve/samples", "samples/grid"} <= images
-    assert len(events.Images("samples/grid")) == 2  # steps 2 and 4
+    assert [e.step for e in events.Images("samples/grid")] == [2, 4, 6]
+    assert {f"val/{k}" for k in ("loss", "forget", "retain", "trajectory", "adjacency")} <= scalars
     rows = list(csv.DictReader((run / "curve.csv").open()))
-    assert [float(r["strength"]) for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert float(rows[0]["ID_forget"]) == pytest.approx(1.0)  # strength 0 reproduces the before samples
+    # 4 batches per epoch: the validation epoch at step 4, then the end of fit at step 6
+    assert [(int(r["step"]), float(r["strength"])) for r in rows] == [
+        (step, s) for step in (4, 6) for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert all(float(r["ID_forget"]) == pytest.approx(1.0) for r in rows[::5])  # strength 0 = the before samples
 
 
 def test_forgetting_curve_under_ddp_matches_one_process(tiny_base_dir, tmp_path):

@@ -79,6 +79,24 @@ def test_datamodule_batches_forget_and_retain():
     assert not (batch["retain_labels"] == dm.class_names.index("person_01")).any()
 
 
+def test_validation_batches_are_the_heldout_photos_every_time(tmp_path):
+    root = _tree(tmp_path, {"alice": 10, "bob": 10, "carol": 10})
+    dm = IdentityDataModule(forget="alice", root=str(root), image_size=8, batch_size=2, heldout_fraction=0.3)
+    dm.setup("fit")
+    held = {n: {tuple(x.flatten().tolist()) for x in dm.data.heldout[n]} for n in dm.class_names}
+    batches = [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    again = [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    assert batches and all(torch.equal(a[k], b[k]) for a, b in zip(batches, again) for k in a)  # no flips, fixed
+    for batch in batches:
+        for kind in ("forget", "retain"):
+            for x, y in zip(batch[f"{kind}_images"], batch[f"{kind}_labels"]):
+                name = dm.class_names[int(y)]
+                assert (name == "alice") == (kind == "forget")
+                assert tuple(x.flatten().tolist()) in held[name]  # a held-out photo, never a training one
+    no_heldout = IdentityDataModule(forget="alice", root=str(root), image_size=8, batch_size=2, heldout_fraction=0.0)
+    assert no_heldout.val_dataloader() == []  # nothing held out: Lightning skips validation
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"forget": "nobody"}, "unknown identity 'nobody'"),
     ({"forget": "person_00", "retain": ["person_01", "ghost"]}, "unknown identity 'ghost'"),

@@ -18,7 +18,8 @@ from legato_pl.metrics import UnlearningMetrics, load_encoder
 
 
 class ForgettingCurve(pl.Callback):
-    """Every ``every_n_steps`` training steps and at the end of fit, sample the forget identities and
+    """Every ``every_n_val_epochs`` validation epochs (sanity check excluded), every ``every_n_steps``
+    training steps (0 disables either) and at the end of fit, sample the forget identities and
     ``num_retain`` retain identities at each strength of the ODE grid (fixed seeds), compute the
     evaluation metrics against the held-out real photos, and log:
 
@@ -41,8 +42,14 @@ class ForgettingCurve(pl.Callback):
         seed: int = 0,
         face_rate: bool = False,
         strengths: list[float] | None = None,
+        every_n_val_epochs: int = 0,
     ):
+        if every_n_steps < 0 or every_n_val_epochs < 0:
+            raise LegatoInputError("every_n_steps and every_n_val_epochs must be >= 0 (0 disables)")
         self.every_n_steps = every_n_steps
+        self.every_n_val_epochs = every_n_val_epochs
+        self._val_epochs = 0
+        self._last_step: int | None = None
         self.num_retain = num_retain
         self.settings = SamplingSettings(per_identity, guidance_scale, num_inference_steps, seed)
         self.encoder_name = encoder
@@ -76,7 +83,7 @@ class ForgettingCurve(pl.Callback):
         curve = strength_curve(module.unet, module.scheduler, module.adapters, labels[rows], module.null_class,
                                self._metrics, self.strengths, self.settings, seeds=seeds)
         module.train(was_training)
-        self.last = curve
+        self.last, self._last_step = curve, trainer.global_step
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank calls it
         self._log(trainer, curve, people, run_dir)
         return curve
@@ -107,8 +114,17 @@ class ForgettingCurve(pl.Callback):
             self.run(trainer, pl_module)
 
     @override
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.every_n_val_epochs:
+            return
+        self._val_epochs += 1
+        if self._val_epochs % self.every_n_val_epochs == 0:
+            self.run(trainer, pl_module)
+
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
-        self.run(trainer, pl_module)
+        if self._last_step != trainer.global_step:  # not already evaluated at this step (last validation)
+            self.run(trainer, pl_module)
 
 
 def sample_grid(curve: StrengthCurve, people: list[int], per_person: int = 2) -> torch.Tensor:

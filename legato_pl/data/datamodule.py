@@ -104,10 +104,11 @@ class _IdentityDataModule(pl.LightningDataModule):
             self.setup()
         return self.data.names
 
-    def _loader(self, dataset: Dataset) -> DataLoader:
-        """Batches seeded by their global number, continuing where a resumed fit left off."""
-        batches = SeededBatches(dataset, self.batch_size, self.hparams.seed, self.hparams.hflip)
-        sampler = GlobalStepSampler(batches.per_epoch, self._position)
+    def _loader(self, dataset: Dataset, validation: bool = False) -> DataLoader:
+        """Batches seeded by their global number, continuing where a resumed fit left off
+        (validation: the same unflipped batches from the first, every time)."""
+        batches = SeededBatches(dataset, self.batch_size, self.hparams.seed, self.hparams.hflip and not validation)
+        sampler = GlobalStepSampler(batches.per_epoch, self._start_position if validation else self._position)
         return DataLoader(batches, batch_size=None, sampler=sampler, num_workers=self.hparams.num_workers,
                           persistent_workers=self.hparams.num_workers > 0)
 
@@ -116,6 +117,10 @@ class _IdentityDataModule(pl.LightningDataModule):
         if trainer is None:
             return 0, 0, 1
         return trainer.global_step, trainer.global_rank, trainer.world_size
+
+    def _start_position(self) -> tuple[int, int, int]:
+        _, rank, world = self._position()
+        return 0, rank, world
 
 
 class IdentityPretrainDataModule(_IdentityDataModule):
@@ -149,6 +154,8 @@ class ForgetRetainDataset(Dataset):
 class IdentityDataModule(_IdentityDataModule):
     """Forget and retain batches every step: ``{"forget_images", "forget_labels", "retain_images", "retain_labels"}``.
 
+    Validation batches have the same keys and come from the held-out photos (``heldout_fraction``).
+
     Labels index :attr:`class_names`; the model maps them to the base model's classes by name.
     """
 
@@ -173,15 +180,25 @@ class IdentityDataModule(_IdentityDataModule):
         if not self.retain:
             raise LegatoInputError("no retain identities: the data holds only the forget identities")
 
-    def _stack(self, names: list[str]) -> tuple[Tensor, Tensor]:
+    def _stack(self, names: list[str], split: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         index = {n: i for i, n in enumerate(self.data.names)}
-        images = torch.cat([self.data.train[n] for n in names])
-        labels = torch.cat([torch.full((len(self.data.train[n]),), index[n]) for n in names])
+        images = torch.cat([split[n] for n in names])
+        labels = torch.cat([torch.full((len(split[n]),), index[n]) for n in names])
         return images, labels
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(ForgetRetainDataset(self._stack(self.forget), self._stack(self.retain)))
+        train = self.data.train
+        return self._loader(ForgetRetainDataset(self._stack(self.forget, train), self._stack(self.retain, train)))
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out photos of the forget and retain identities (none held out: no validation)."""
+        self.setup()
+        held = self.data.heldout
+        forget, retain = self._stack(self.forget, held), self._stack(self.retain, held)
+        if not len(forget[0]) or not len(retain[0]):
+            return []
+        return self._loader(ForgetRetainDataset(forget, retain), validation=True)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         fi, fl, ri, rl = batch

@@ -19,6 +19,7 @@ from legato_pl.models.methods import METHODS, build_method
 from legato_pl.objectives import FORGET_TARGETS, adjacent_embeddings, forget_target, preservation, trajectory_consistency
 
 LOSS_TERMS = ("forget", "retain", "trajectory", "adjacency")
+VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10**9 + i: never a training step
 # the frozen base UNet stays in eval mode on purpose (see ``train``); Lightning's reminder is noise here
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
@@ -132,14 +133,17 @@ class UnlearningModule(pl.LightningModule):
         return self
 
     # objective -------------------------------------------------------------------------------
-    def compute_losses(self, batch: dict) -> dict[str, Tensor]:
-        """Every objective term for one forget/retain batch (one teacher and one student forward)."""
+    def compute_losses(self, batch: dict, noise_step: int | None = None) -> dict[str, Tensor]:
+        """Every objective term for one forget/retain batch (one teacher and one student forward).
+
+        Noise, timesteps and adjacency draws are seeded by ``(seed, noise_step)``, by default the global step.
+        """
         h = self.hparams
         with self.method.teacher() as teacher_unet:  # class embeddings of the frozen base (full trains its own)
             table = teacher_unet.class_embedding.weight.detach()
         yf, yr = self.label_map[batch["forget_labels"]], self.label_map[batch["retain_labels"]]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
-        gen = step_generator(h.seed, self.global_step, self.device)
+        gen = step_generator(h.seed, self.global_step if noise_step is None else noise_step, self.device)
         xf, _, tf = add_noise(self.scheduler, batch["forget_images"], gen, rank, world)
         xr, _, tr = add_noise(self.scheduler, batch["retain_images"], gen, rank, world)
         nf, nr = len(xf), len(xr)
@@ -192,6 +196,16 @@ class UnlearningModule(pl.LightningModule):
         for name, value in losses.items():
             self.log(f"train/{name}", value)
         self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @override
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """The objective on held-out photos, with the same noise every validation (comparable over a fit)."""
+        losses = self.compute_losses(batch, noise_step=VALIDATION_NOISE_STEP + batch_idx)
+        loss = self.total_loss(losses)
+        for name, value in losses.items():
+            self.log(f"val/{name}", value, sync_dist=True)
+        self.log("val/loss", loss, sync_dist=True, prog_bar=True)
         return loss
 
     @override
