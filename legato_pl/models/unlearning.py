@@ -105,7 +105,7 @@ class UnlearningModule(pl.LightningModule):
             return
         self.bind_data(dm)
 
-    def bind_data(self, dm) -> None:
+    def bind_data(self, dm: pl.LightningDataModule) -> None:
         """Check the datamodule against the base model and map its labels to base classes by name
         (called by ``setup``; call it yourself to drive :meth:`compute_losses` without a Trainer)."""
         missing = [n for n in dm.class_names if n not in self.identities]
