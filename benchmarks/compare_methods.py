@@ -1,13 +1,17 @@
-"""Compare unlearning methods on the LFW setup: same data, objective, seeds and step budget.
+"""Compare unlearning methods on LFW: same data, objective, seeds and step budget, several forget people.
 
-    python benchmarks/compare_methods.py --base runs/lfw/base --steps 200
+    python benchmarks/compare_methods.py --base runs/lfw/base --steps 300
 
-Methods: legato, legato_no_traj (w_trajectory 0), residual, lora, full. For each: a fit through the
-CLI (configs/legato_lfw.yaml with --model.init_args.method, the same seed, data and step budget), then
-samples of the forget person and retain people from the same seeds as the base model, at each
---strengths (every method has the knob: ODE integration length for legato/residual, a scaled weight
-change for lora/full), and every metric of DESIGN.md. Writes benchmarks/results/compare_methods.{json,md}
-and compare_methods_tradeoff.png (acc_forget vs FD_pre, one curve per method over strength).
+For each forget person (default: George_W_Bush, Tony_Blair, Serena_Williams) and each method, one fit
+through the CLI (configs/legato_lfw.yaml with the method's overrides), then samples from fixed seeds
+of the forget person (--forget-samples) and of *every* other person of the base (--per-identity
+each), at each --strength, scored against the same seeds at strength 0 with the dlib judge:
+accuracy, identity similarity, the depth measures (moved / nearest person changed / pixel change),
+FD_pre — each with a bootstrap 95% interval over samples. A difference whose intervals overlap is
+a tie. Fits and evaluations are cached under --work, so an interrupted run resumes where it stopped.
+
+Writes benchmarks/results/compare_methods.{json,md} and compare_methods_tradeoff.png (acc_forget vs
+FD_pre over strength, per forget person, with the intervals).
 """
 
 from __future__ import annotations
@@ -18,115 +22,206 @@ import time
 from pathlib import Path
 
 import torch
-from harness import add_unlearning_args, command_line, fit_unlearning, pick_retain
+from harness import add_unlearning_args, command_line, fit_heldout_fraction, fit_unlearning, heldout_by_label
+from harness import markdown_table
 from safetensors.torch import load_file
 
-from legato_pl.data import IdentityImages
 from legato_pl.metrics import UnlearningMetrics, load_encoder
+from legato_pl.metrics.bootstrap import bootstrap_ci, mean_ci
+from legato_pl.metrics.frechet import feature_statistics, frechet_distance
 from legato_pl.models.base import load_base_model
 from legato_pl.models.methods import load_method_weights
 from legato_pl.sampling import sample
 
 METHODS = {
-    "legato": ["--model.init_args.method", "legato"],
+    "legato": ["--model.init_args.method", "legato"],  # the config's default adapter
+    "legato_nocond": ["--model.init_args.method", "legato", "--model.init_args.adapter.condition", "none"],
+    "legato_paper": ["--model.init_args.method", "legato", "--model.init_args.adapter.condition", "none",
+                     "--model.init_args.adapter.hidden", "256"],
     "legato_no_traj": ["--model.init_args.method", "legato", "--model.init_args.w_trajectory", "0"],
     "residual": ["--model.init_args.method", "residual"],
     "lora": ["--model.init_args.method", "lora"],
     "full": ["--model.init_args.method", "full", "--model.init_args.lr", "1e-4"],
 }
+FORGET = ["George_W_Bush", "Tony_Blair", "Serena_Williams"]
+# per-sample values whose mean is the metric: (metric, row value, forget rows?)
+ROW_MEANS = [("acc_forget", "correct", True), ("acc_retain", "correct", False), ("ID_forget", "id_cos", True),
+             ("ID_retain", "id_cos", False), ("moved_forget", "moved", True),
+             ("nearest_changed_forget", "nearest_changed", True), ("pixel_change_forget", "pixel_change", True),
+             ("pixel_change_retain", "pixel_change", False)]
 
 
-def tradeoff_plot(results: dict, path: Path) -> None:
-    """acc_forget against FD_pre, one curve per method over strength (0 = the shared base point)."""
+def seeds_for(labels: torch.Tensor) -> list[int]:
+    """Seed of the j-th sample of class c: 1000 c + j, so a person's samples are the same in every run."""
+    count: dict[int, int] = {}
+    seeds = []
+    for c in labels.tolist():
+        seeds.append(1000 * c + count.get(c, 0))
+        count[c] = count.get(c, 0) + 1
+    return seeds
+
+
+def scores(metrics: UnlearningMetrics, before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor,
+           resamples: int) -> dict:
+    """Every metric with its bootstrap 95% interval (``<metric>_ci``)."""
+    metrics.reset()
+    rows = metrics.update(before, after, labels)
+    out = {k: v for k, v in metrics.compute().items() if not k.startswith(("FD_pre", "dFD"))}
+    forget = rows["forget"].cpu()
+    for key, value, on_forget in ROW_MEANS:
+        values = rows[value].cpu()[forget if on_forget else ~forget]
+        out[key] = float(values.mean())
+        out[f"{key}_ci"] = list(mean_ci(values, num_resamples=resamples))
+    emb_b, emb_a = rows["emb_before"].cpu()[~forget], rows["emb_after"].cpu()[~forget]
+
+    def fd(idx: torch.Tensor) -> float:
+        return frechet_distance(*feature_statistics(emb_b[idx]), *feature_statistics(emb_a[idx]))
+
+    out["FD_pre"] = fd(torch.arange(len(emb_b)))
+    out["FD_pre_ci"] = list(bootstrap_ci(fd, len(emb_b), num_resamples=resamples))
+    return out
+
+
+def tradeoff_plot(per_identity: dict, path: Path) -> None:
+    """acc_forget against FD_pre over strength, one panel per forget person, 95% intervals as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    for name, r in results.items():
-        curve = r["curve"]
-        ax.plot([c["FD_pre"] for c in curve], [c["acc_forget"] for c in curve], marker="o", label=name)
-        last = curve[-1]
-        ax.annotate(f"{last['strength']:g}", (last["FD_pre"], last["acc_forget"]), fontsize=6)
-    ax.set_xlabel("FD_pre on retain people (lower = better preserved)")
-    ax.set_ylabel("acc_forget (lower = more forgotten)")
-    ax.set_title("forgetting vs preservation over strength", fontsize=9)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(per_identity), figsize=(4.2 * len(per_identity), 3.6), squeeze=False)
+    for ax, (name, result) in zip(axes[0], per_identity.items()):
+        for method, r in result["methods"].items():
+            curve = r["curve"]
+            x, y = [c["FD_pre"] for c in curve], [c["acc_forget"] for c in curve]
+            xerr = [[c["FD_pre"] - c["FD_pre_ci"][0] for c in curve], [c["FD_pre_ci"][1] - c["FD_pre"] for c in curve]]
+            yerr = [[c["acc_forget"] - c["acc_forget_ci"][0] for c in curve],
+                    [c["acc_forget_ci"][1] - c["acc_forget"] for c in curve]]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=method)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("FD_pre on the other people (lower = better kept)", fontsize=8)
+        ax.set_ylabel("acc_forget (lower = more forgotten)", fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_unlearning_args(p, work="runs/lfw/compare")
-    p.add_argument("--forget", default="George_W_Bush")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0],
+    add_unlearning_args(p, work="runs/lfw/compare", steps=300)
+    p.set_defaults(forget_samples=64, per_identity=8)
+    p.add_argument("--forget", nargs="+", default=FORGET, help="forget people, one fit per person and method")
+    p.add_argument("--methods", nargs="+", default=["legato", "lora", "full"], choices=list(METHODS))
+    p.add_argument("--ablations", nargs="*", default=["legato_nocond"], choices=list(METHODS),
+                   help="methods run on the first forget person only (after --methods on every person)")
+    p.add_argument("--strengths", type=float, nargs="+", default=[1.0],
                    help="evaluated strengths (0, the base, is always included)")
-    p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per interval")
     a = p.parse_args(argv)
     work, base_dir = Path(a.work), Path(a.base)
     base = load_base_model(base_dir)
-    size = base.unet.config.sample_size
-    data = IdentityImages(a.root, size, 0.2, identities=base.identities)
-    real = {base.identities.index(n): data.heldout[n] for n in base.identities if len(data.heldout[n])}
-    forget = base.identities.index(a.forget)
-    retain = [base.identities.index(n) for n in pick_retain(base.identities, a.forget, a.retain_identities)]
-    labels = torch.cat([torch.full((a.forget_samples,), forget), torch.tensor(retain).repeat_interleave(a.per_identity)])
-    kwargs = dict(null_class=base.null_class, guidance_scale=a.guidance, num_inference_steps=a.steps_ddim, seed=0)
-    t0 = time.perf_counter()
-    before = sample(base.unet.eval(), base.scheduler, labels, **kwargs)
-    sampling_s = time.perf_counter() - t0
+    names, unet = base.identities, base.unet.eval()
+    forget_ids = [names.index(n) for n in a.forget]
+    # every person: --forget-samples for the forget people, --per-identity (the first ones of those) for the others
+    counts = {c: (a.forget_samples if c in forget_ids else a.per_identity) for c in range(len(names))}
+    all_labels = torch.cat([torch.full((n,), c) for c, n in counts.items()])
+    kwargs = dict(null_class=base.null_class, guidance_scale=a.guidance, num_inference_steps=a.steps_ddim)
+    cache = work / "base_samples.pt"
+    if cache.is_file() and torch.equal(torch.load(cache)["labels"], all_labels):
+        before_all = torch.load(cache)["images"]
+    else:
+        t0 = time.perf_counter()
+        before_all = sample(unet, base.scheduler, all_labels, seeds=seeds_for(all_labels), **kwargs)
+        print(f"base samples: {len(all_labels)} in {time.perf_counter() - t0:.0f} s", flush=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"labels": all_labels, "images": before_all}, cache)
     encoder = load_encoder("dlib")
-    metrics = UnlearningMetrics(encoder, {k: v for k, v in real.items()}, forget_labels=[forget], face_rate=True,
-                                fid=a.fid)
-    metrics.update(before, before, labels)
-    base_row = {"strength": 0.0, **metrics.compute()}
-    unet_params = sum(p.numel() for p in base.unet.parameters())
-    results: dict[str, dict] = {}
-    for name in a.methods:
-        run = work / name
-        fit = fit_unlearning(a, a.forget, run, METHODS[name])
-        method = name.split("_")[0]
-        curve = [base_row]
-        for s in a.strengths:
-            student = load_method_weights(load_base_model(base_dir).unet, method, run / "weights", strength=s)
-            after = sample(student.eval(), base.scheduler, labels, **kwargs)
-            metrics.reset()
-            metrics.update(before, after, labels)
-            curve.append({"strength": s, **metrics.compute()})
-        trainable = sum(t.numel() for f in (run / "weights").rglob("*.safetensors") for t in load_file(f).values())
-        results[name] = {"trainable_params": trainable, "unet_params": unet_params,
-                         "trainable_fraction": trainable / unet_params,
-                         "seconds_per_step": fit["seconds_per_step"], "peak_rss_mb": fit["peak_rss_mb"], "wall_time_s": fit["wall_time_s"],
-                         **curve[-1], "curve": curve}
-    full_step = results.get("full", {}).get("seconds_per_step")
-    for r in results.values():
-        r["step_time_ratio_vs_full"] = r["seconds_per_step"] / full_step if full_step else None
-    out = {"command": command_line("compare_methods.py", argv),
-           "forget": a.forget, "steps": a.steps, "retain_evaluated": [base.identities[k] for k in retain],
-           "samples": {"forget": a.forget_samples, "per_retain_identity": a.per_identity},
-           "base_sampling_s": sampling_s, "methods": results}
+    real: dict[float, dict] = {}
+    different_people = None
+    unet_params = sum(p.numel() for p in unet.parameters())
+    per_identity: dict[str, dict] = {}
+    plan = [(name, f, m) for name, f in zip(a.forget, forget_ids) for m in a.methods]
+    plan += [(a.forget[0], forget_ids[0], m) for m in a.ablations if m not in a.methods]
+    for name, f, method in plan:
+        # this person's samples, then --per-identity of every other person
+        keep = torch.cat([torch.nonzero(all_labels == f).flatten()] +
+                         [torch.nonzero(all_labels == c).flatten()[: a.per_identity] for c in counts if c != f])
+        labels, before = all_labels[keep], before_all[keep]
+        entry = per_identity.setdefault(name, {"methods": {}})
+        run = work / name / method
+        result_file = run / "eval.json"
+        if result_file.is_file():
+            result = json.loads(result_file.read_text())
+        else:
+            fit = (json.loads((run / "fit.json").read_text()) if (run / "fit.json").is_file()
+                   else fit_unlearning(a, name, run, METHODS[method]))
+            (run / "fit.json").write_text(json.dumps(fit) + "\n")
+            fraction = fit_heldout_fraction(run)
+            if fraction not in real:
+                real[fraction] = heldout_by_label(a.root, names, unet.config.sample_size, fraction)
+            metrics = UnlearningMetrics(encoder, real[fraction], forget_labels=[f])
+            curve = [{"strength": 0.0, **scores(metrics, before, before, labels, a.resamples)}]
+            for s in a.strengths:
+                student = load_method_weights(load_base_model(base_dir).unet, method.split("_")[0], run / "weights",
+                                              strength=s)
+                after = sample(student.eval(), base.scheduler, labels, seeds=seeds_for(labels), **kwargs)
+                curve.append({"strength": s, **scores(metrics, before, after, labels, a.resamples)})
+                if s == 1.0:
+                    torch.save(after[: a.forget_samples][:8], run / "forget_samples.pt")
+            trainable = sum(t.numel() for w in (run / "weights").rglob("*.safetensors") for t in load_file(w).values())
+            result = {"trainable_params": trainable, "unet_params": unet_params, **fit, "heldout_fraction": fraction,
+                      **{k: v for k, v in curve[-1].items() if k != "strength"}, "curve": curve,
+                      "samples": {"forget": int((labels == f).sum()), "retain": int((labels != f).sum())}}
+            result_file.write_text(json.dumps(result, indent=1) + "\n")
+        different_people = result.get("different_people_cosine", different_people)
+        entry["methods"][method] = result
+        first = result["curve"][0]
+        entry["base"] = {k: first[k] for k in ("acc_forget", "acc_forget_ci", "acc_retain", "acc_retain_ci")}
+        entry["samples"] = result["samples"]
+        out = write_results(a, argv, per_identity, different_people)  # after every fit: partial results survive
+    return out
+
+
+def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: dict, different_people) -> dict:
+    methods: dict[str, dict] = {}
+    for entry in per_identity.values():
+        for method, r in entry["methods"].items():
+            m = methods.setdefault(method, {"seconds_per_step": [], "peak_rss_mb": [], "trainable_params": r["trainable_params"],
+                                            "unet_params": r["unet_params"]})
+            m["seconds_per_step"].append(r["seconds_per_step"])
+            m["peak_rss_mb"].append(r["peak_rss_mb"])
+    for m in methods.values():  # mean over the fits of each method
+        m["seconds_per_step"] = sum(m["seconds_per_step"]) / len(m["seconds_per_step"])
+        m["peak_rss_mb"] = max(m["peak_rss_mb"])
+        m["trainable_fraction"] = m["trainable_params"] / m["unet_params"]
+    full = methods.get("full", {}).get("seconds_per_step")
+    for m in methods.values():
+        m["step_time_ratio_vs_full"] = m["seconds_per_step"] / full if full else None
+    out = {"command": command_line("compare_methods.py", argv), "steps": a.steps, "forget": a.forget,
+           "different_people_cosine": different_people, "methods": methods, "per_identity": per_identity,
+           "notes": "per_identity values at strength 1 (the last curve point); <metric>_ci = bootstrap 95% interval"}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare_methods.json").write_text(json.dumps(out, indent=2) + "\n")
-    keys = ["trainable_params", "trainable_fraction", "seconds_per_step", "step_time_ratio_vs_full", "peak_rss_mb",
-            "acc_forget", "acc_retain", "ID_forget", "ID_retain", "ID_real_forget", "FD_pre", "dFD_real",
-            "FID_pre", "dFID_real", "face_rate"]
-    fmt = lambda v: "" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}")  # noqa: E731
-    md = [f"# Methods compared ({a.forget}, {a.steps} steps each, strength 1)", "", f"Command: `{out['command']}`", "",
-          f"Base model (strength 0): acc_forget {fmt(base_row['acc_forget'])}, acc_retain {fmt(base_row['acc_retain'])},"
-          f" face_rate {fmt(base_row.get('face_rate'))}", "",
-          "| method | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
-    md += ["| " + name + " | " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for name, r in results.items()]
-    md += ["", "## Over strength (acc_forget / acc_retain / FD_pre)", "",
-           "| method | " + " | ".join(f"s={s:g}" for s in [0.0, *a.strengths]) + " |", "| --- " * (len(a.strengths) + 2) + "|"]
-    md += ["| " + name + " | " + " | ".join(f"{c['acc_forget']:.3f} / {c['acc_retain']:.3f} / {c['FD_pre']:.4f}"
-                                           for c in r["curve"]) + " |" for name, r in results.items()]
+    (out_dir / "compare_methods.json").write_text(json.dumps(out, indent=1) + "\n")
+    iv = lambda r, k: f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]"  # noqa: E731
+    md = [f"# Methods compared on LFW ({a.steps} steps each, strength 1)", "", f"Command: `{out['command']}`", "",
+          f"Different people's identity cosine (dlib centroids): {different_people:.3f}. A forget sample counts as"
+          " *moved* when its before/after cosine is at or below it. Intervals: bootstrap 95% over samples;"
+          " overlapping intervals are a tie.", "", "## Cost", ""]
+    md += markdown_table(["method", "trainable_params", "trainable_fraction", "seconds_per_step", "ratio_vs_full",
+                          "peak_rss_mb"],
+                         [[k, m["trainable_params"], m["trainable_fraction"], m["seconds_per_step"],
+                           m["step_time_ratio_vs_full"], m["peak_rss_mb"]] for k, m in methods.items()])
+    keys = ["acc_forget", "acc_retain", "ID_forget", "moved_forget", "nearest_changed_forget", "pixel_change_forget",
+            "pixel_change_retain", "FD_pre"]
+    for name, entry in per_identity.items():
+        b = entry["base"]
+        md += ["", f"## {name} ({entry['samples']['forget']} forget samples, {entry['samples']['retain']} of the "
+               f"other people)", "", f"Base: acc_forget {iv(b, 'acc_forget')}, acc_retain {iv(b, 'acc_retain')}", ""]
+        md += markdown_table(["method", *keys], [[m, *[iv(r, k) for k in keys]] for m, r in entry["methods"].items()])
     md += ["", "Trade-off plot: `compare_methods_tradeoff.png`."]
     (out_dir / "compare_methods.md").write_text("\n".join(md) + "\n")
-    tradeoff_plot(results, out_dir / "compare_methods_tradeoff.png")
+    tradeoff_plot(per_identity, out_dir / "compare_methods_tradeoff.png")
     print("\n".join(md))
     return out
 

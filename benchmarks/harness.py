@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "data" / "faces"
@@ -85,3 +86,31 @@ def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[st
 
 def command_line(script: str, argv: list[str] | None) -> str:
     return shlex.join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def fit_heldout_fraction(run: Path) -> float:
+    """The held-out fraction a fit in ``run`` (see :func:`fit_unlearning`) actually used, from its saved
+    config, so scoring uses exactly the photos the fit never saw."""
+    config = yaml.safe_load((run / "fit" / "version_0" / "config.yaml").read_text())
+    return float(config["data"]["init_args"]["heldout_fraction"])
+
+
+def heldout_by_label(root: str, identities: list[str], image_size: int, fraction: float) -> dict:
+    """``{class index: held-out photos}`` for every identity of a base model that has held-out photos."""
+    from legato_pl.data import IdentityImages
+
+    data = IdentityImages(root, image_size, fraction, identities=identities)
+    return {identities.index(n): data.heldout[n] for n in identities if len(data.heldout[n])}
+
+
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """Markdown lines of a table (floats with 4 decimals, ints with thousands separators)."""
+    def fmt(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, bool) or isinstance(v, str):
+            return str(v)
+        return f"{v:,}" if isinstance(v, int) else f"{v:.4f}"
+
+    return ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|",
+            *["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]]

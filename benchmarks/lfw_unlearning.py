@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-from harness import pick_retain, run_cli, seconds_per_step
+from harness import fit_heldout_fraction, heldout_by_label, pick_retain, run_cli, seconds_per_step
 from torchvision.utils import save_image
 
 from legato_pl.adapters import load_adapters
-from legato_pl.data import IdentityImages
 from legato_pl.evaluation import SamplingSettings, strength_curve
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
@@ -78,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = load_base_model(base_dir)
     unet = base.unet.eval()
     size = unet.config.sample_size
-    data = IdentityImages(a.root, size, 0.2, identities=base.identities)
-    real = {base.identities.index(n): data.heldout[n] for n in base.identities if len(data.heldout[n])}
+    real = heldout_by_label(a.root, base.identities, size, fit_heldout_fraction(work))  # photos the fit never saw
     encoder = load_encoder("dlib")
     settings = SamplingSettings(a.per_identity, a.guidance, a.steps_ddim, seed=0)
 

@@ -1,6 +1,6 @@
 """Two removal requests in sequence: forget person A, then person B on top of A's adapters.
 
-    python benchmarks/sequential_requests.py --base runs/lfw/base --first runs/lfw/compare/legato/weights
+    python benchmarks/sequential_requests.py --base runs/lfw/base --first runs/lfw/compare/George_W_Bush/legato/weights
 
 The second fit loads A's adapters frozen at strength 1 (``model.previous_adapters``), so base + A is
 its teacher, and trains new adapters for B. Samples from the same seeds are then scored three ways:
@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 
 import torch
-from harness import add_unlearning_args, command_line, fit_unlearning, pick_retain
+from harness import add_unlearning_args, command_line, fit_heldout_fraction, fit_unlearning, heldout_by_label
+from harness import pick_retain
 
 from legato_pl.adapters import load_adapters
-from legato_pl.data import IdentityImages
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_adapters(unet, work / "second" / "weights")
     samples["base+A+B"] = sample(unet, base.scheduler, labels, **kw)
 
-    data = IdentityImages(a.root, unet.config.sample_size, 0.2, identities=names)
-    real = {names.index(n): data.heldout[n] for n in names if len(data.heldout[n])}
+    real = heldout_by_label(a.root, names, unet.config.sample_size, fit_heldout_fraction(work / "second"))
     encoder = load_encoder("dlib")
     rows = {}
     for stage, after in samples.items():

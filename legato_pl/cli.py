@@ -33,8 +33,14 @@ class LegatoCLI(LightningCLI):
         return trainer
 
 
-def main(args: list[str] | None = None) -> LightningCLI | None:
-    """Run the CLI. Bad user input stops with one ``error:`` line and exit status 2."""
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI (the ``legato-pl`` console script). Bad user input stops with one ``error:`` line and
+    exit status 2. Returns None, so ``sys.exit(main())`` exits 0 after success."""
+    run(args)
+
+
+def run(args: list[str] | None = None) -> LightningCLI | None:
+    """:func:`main`, returning the LightningCLI object (None for ``sample``)."""
     argv = sys.argv[1:] if args is None else list(args)
     try:
         if argv[:1] == ["sample"]:

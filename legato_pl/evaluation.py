@@ -12,6 +12,7 @@ from diffusers import SchedulerMixin
 from torch import Tensor, nn
 
 from legato_pl.adapters import ODEAdapters
+from legato_pl.adapters.layer import time_grid
 from legato_pl.metrics.suite import UnlearningMetrics
 from legato_pl.sampling import sample
 
@@ -37,9 +38,10 @@ class StrengthCurve:
 
 
 def strength_grid(adapters: ODEAdapters) -> list[float]:
-    """Strengths at which the ODE takes 0, 1, ..., all of its steps (0, .25, .5, .75, 1 for the paper)."""
-    n = adapters.config.num_steps
-    return [k / n for k in range(n + 1)]
+    """Strengths at the points of the ODE's time grid (0, .25, .5, .75, 1 for the paper's solver; with
+    ``t_end`` not a multiple of ``step_size`` the last, shorter step ends at 1)."""
+    cfg = adapters.config
+    return [round(t / cfg.t_end, 6) for t in time_grid(cfg.t_end, cfg.step_size)]
 
 
 @torch.no_grad()

@@ -157,7 +157,7 @@ def test_timestep_conditioning_identity_at_init_then_depends_on_timestep():
     unet = tiny_unet()
     (x, _), kw = _inputs(unet)
     base = _out(unet, ((x, torch.tensor([5, 5])), kw))
-    adapters = attach_adapters(unet, ODEAdapterConfig(hidden=8, timestep_conditioning=True))
+    adapters = attach_adapters(unet, ODEAdapterConfig(hidden=8, condition="timestep"))
     assert torch.equal(_out(unet, ((x, torch.tensor([5, 5])), kw)), base)
     randomize_(adapters)
     with adapters.disabled():
@@ -210,3 +210,91 @@ def test_loading_onto_mismatched_unet_names_the_stage(tmp_path):
                                  "up_block_types": ("UpBlock2D",)})
     with pytest.raises(LegatoInputError, match="up_blocks.1"):
         load_adapters(deeper, tmp_path / "run")
+
+
+@pytest.mark.parametrize("kind", list(UNETS))
+def test_embedding_condition_identity_at_init_and_strength_zero(kind):
+    """f sees the stage's temb (diffusers passes it positionally or by keyword): exact identity at init
+    and at strength 0, and the trained adapters act."""
+    unet = UNETS[kind]()
+    inputs = _inputs(unet)
+    base = _out(unet, inputs)
+    adapters = attach_adapters(unet, ODEAdapterConfig(hidden=8, condition="embedding", stages="all"))
+    assert torch.equal(_out(unet, inputs), base)
+    randomize_(adapters)
+    with adapters.at_strength(0.0):
+        assert torch.equal(_out(unet, inputs), base)
+    assert not torch.allclose(_out(unet, inputs), base)
+
+
+def test_conditioned_field_tells_conditions_apart_on_the_same_features():
+    """Same h, two conditions: a conditioned field makes two different edits (an unconditioned one cannot)."""
+    adapter = ODEAdapter(4, ODEAdapterConfig(hidden=6, condition="embedding"), cond_dim=12)
+    randomize_(adapter, scale=0.3)
+    h = torch.randn(1, 4, 3, 3).expand(2, -1, -1, -1)
+    out, _ = adapter(h, 1.0, condition=torch.randn(2, 12))
+    assert not torch.allclose(out[0], out[1])
+    same, _ = adapter(h, 1.0, condition=torch.randn(1, 12).expand(2, -1))
+    torch.testing.assert_close(same[0], same[1])
+
+
+def test_embedding_condition_saves_and_refuses_another_embedding_width(tmp_path):
+    unet = tiny_unet()
+    inputs = _inputs(unet)
+    adapters = attach_adapters(unet, ODEAdapterConfig(hidden=8, condition="embedding"))
+    randomize_(adapters)
+    trained = _out(unet, inputs)
+    save_adapters(adapters, tmp_path / "run")
+    fresh = tiny_unet()
+    load_adapters(fresh, tmp_path / "run")
+    assert torch.equal(_out(fresh, inputs), trained)
+    other = type(fresh)(**{**dict(fresh.config), "time_embedding_dim": 48})
+    with pytest.raises(LegatoInputError, match="time embedding has 48 channels"):
+        load_adapters(other, tmp_path / "run")
+
+
+def test_embedding_condition_needs_a_stage_that_takes_temb():
+    with pytest.raises(LegatoInputError, match="takes no temb"):
+        attach_adapters(tiny_unet(), ODEAdapterConfig(hidden=8, condition="embedding", stages=["conv_in"]))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_kernel_size_identity_at_init(kernel_size):
+    unet = tiny_unet()
+    inputs = _inputs(unet)
+    base = _out(unet, inputs)
+    adapters = attach_adapters(unet, ODEAdapterConfig(hidden=8, kernel_size=kernel_size))
+    assert adapters.adapters["up_blocks__0"].field.inp.kernel_size == (kernel_size, kernel_size)
+    assert torch.equal(_out(unet, inputs), base)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_adapters_follow_the_unet_dtype(tmp_path, dtype):
+    """fp16 / bf16 pipelines: attach and load put the adapters in the UNet's dtype, and a forward runs."""
+    unet = tiny_unet().to(dtype)
+    (x, t), kw = _inputs(unet)
+    adapters = attach_adapters(unet, ODEAdapterConfig(hidden=8, condition="embedding"))
+    assert {p.dtype for p in adapters.parameters()} == {dtype}
+    randomize_(adapters)
+    with torch.no_grad():
+        out = unet(x.to(dtype), t, **kw).sample
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    save_adapters(adapters, tmp_path / "run")
+    loaded = load_adapters(tiny_unet().to(dtype), tmp_path / "run")
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+
+
+def test_solver_names_match_torchdiffeq():
+    """We list torchdiffeq's solvers to validate configs without importing its private modules."""
+    from torchdiffeq._impl.odeint import SOLVERS as torchdiffeq_solvers
+
+    from legato_pl.adapters.config import SOLVERS
+
+    assert set(SOLVERS) == set(torchdiffeq_solvers)
+
+
+def test_paper_preset_and_legacy_timestep_key():
+    paper = ODEAdapterConfig.paper()
+    assert (paper.hidden, paper.condition, paper.kernel_size, paper.t_end, paper.step_size, paper.method) == (
+        256, "none", 1, 1.6, 0.4, "euler")
+    assert ODEAdapterConfig.from_dict({"timestep_conditioning": True}).condition == "timestep"

@@ -44,18 +44,33 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     monkeypatch.chdir(REPO)
     from compare_methods import main
 
-    main([*_tiny_args(tiny_lfw_base, tmp_path, faces_root), "--methods", "legato", "lora", "full", "--no-fid"])
+    args = [*_tiny_args(tiny_lfw_base, tmp_path, faces_root), "--methods", "legato", "lora", "full",
+            "--forget", "George_W_Bush", "Tony_Blair", "--strengths", "0.5", "1", "--resamples", "50"]
+    args[args.index("--unlearn-args") + 1] += " --data.init_args.heldout_fraction 0.3"  # scored with the fit's own split
+    main(args)
     saved = json.loads((tmp_path / "results" / "compare_methods.json").read_text())
     methods = saved["methods"]
     assert set(methods) == {"legato", "lora", "full"}
     assert methods["full"]["step_time_ratio_vs_full"] == 1.0
     assert methods["legato"]["trainable_params"] < methods["full"]["trainable_params"] == methods["full"]["unet_params"]
-    for r in methods.values():
-        assert [c["strength"] for c in r["curve"]] == [0.0, 0.5, 1.0]
-        assert r["curve"][0]["FD_pre"] == pytest.approx(0, abs=1e-6)  # strength 0 is the shared base
-        assert {"acc_forget", "acc_retain", "FD_pre", "ID_forget", "face_rate"} <= set(r)
+    assert 0 < saved["different_people_cosine"] < 1
+    assert set(saved["per_identity"]) == {"George_W_Bush", "Tony_Blair"}
+    for entry in saved["per_identity"].values():
+        assert entry["samples"] == {"forget": 2, "retain": 4}  # 2 of the forget person, 2 of each other person
+        for r in entry["methods"].values():
+            assert [c["strength"] for c in r["curve"]] == [0.0, 0.5, 1.0]
+            assert r["curve"][0]["FD_pre"] == pytest.approx(0, abs=1e-6)  # strength 0 is the shared base
+            assert r["curve"][0]["moved_forget"] == 0.0 and r["curve"][0]["pixel_change_forget"] == 0.0
+            for key in ("acc_forget", "acc_retain", "ID_forget", "FD_pre", "moved_forget", "pixel_change_retain"):
+                lo, hi = r[f"{key}_ci"]
+                assert lo - 1e-9 <= r[key] <= hi + 1e-9 or key == "FD_pre", key
+            assert r["heldout_fraction"] == 0.3
     assert not list((tmp_path / "work").rglob("*.ckpt"))  # no checkpoints: the fits only need their weights
     assert (tmp_path / "results" / "compare_methods_tradeoff.png").stat().st_size > 1000
+    # a second run reuses every cached fit and evaluation
+    (tmp_path / "results" / "compare_methods.json").unlink()
+    main(args)
+    assert json.loads((tmp_path / "results" / "compare_methods.json").read_text())["per_identity"] == saved["per_identity"]
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from legato_pl import ODEAdapterConfig, attach_adapters
-from legato_pl.cli import main
+from legato_pl.cli import run as run_cli
 from legato_pl.models import load_base_model
 from legato_pl.sampling import sample
 
@@ -25,9 +25,9 @@ REPO = HERE.parent
 @pytest.fixture(scope="module")
 def curve_run(tiny_base_dir, tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("curve")
-    cli = main(["fit", "--config", str(HERE / "configs" / "tiny_unlearn.yaml"), "--config",
-                str(HERE / "configs" / "tiny_curve.yaml"), "--model.init_args.base_model", str(tiny_base_dir),
-                "--trainer.logger.init_args.save_dir", str(out), "--trainer.max_steps", "6"])
+    cli = run_cli(["fit", "--config", str(HERE / "configs" / "tiny_unlearn.yaml"), "--config",
+                    str(HERE / "configs" / "tiny_curve.yaml"), "--model.init_args.base_model", str(tiny_base_dir),
+                    "--trainer.logger.init_args.save_dir", str(out), "--trainer.max_steps", "6"])
     return Path(cli.trainer.log_dir), cli
 
 
@@ -93,3 +93,28 @@ def test_notebook_runs_headless(curve_run, monkeypatch):
     assert "last strength grid" in "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                                            for o in c.get("outputs", []))
     assert os.environ["LEGATO_RUN_DIR"] == str(run)
+
+
+def test_callbacks_package_exports_functions_not_submodules():
+    import types
+
+    from legato_pl.callbacks import sample_grid
+
+    assert callable(sample_grid) and not isinstance(sample_grid, types.ModuleType)
+
+
+@pytest.mark.parametrize("t_end, step, expected", [(1.6, 0.4, [0.0, 0.25, 0.5, 0.75, 1.0]), (1.0, 0.4, [0.0, 0.4, 0.8, 1.0])])
+def test_strength_grid_follows_the_ode_time_grid(t_end, step, expected):
+    """With t_end not a multiple of step_size the solver's last step is shorter; the sweep has the same points."""
+    from conftest import tiny_unet
+
+    from legato_pl.evaluation import strength_grid
+
+    adapters = attach_adapters(tiny_unet(), ODEAdapterConfig(hidden=4, t_end=t_end, step_size=step))
+    assert strength_grid(adapters) == pytest.approx(expected)
+    unet = adapters.unet
+    for s in expected[1:]:
+        with adapters.at_strength(s), torch.no_grad():
+            unet(torch.randn(1, 3, 16, 16), torch.tensor([3]), class_labels=torch.tensor([0]))
+        states = next(iter(adapters.trajectory_states().values()))
+        assert len(states) == expected.index(s) + 1  # one recorded state per grid point reached

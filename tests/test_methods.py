@@ -43,6 +43,7 @@ def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
         assert all("lora_" in names[i] for i in trainable)
     else:
         assert changed and any("class_embedding" not in k for k in changed)
+        assert "class_embedding.weight" in changed  # GUIDE-style: the full model trains its class embedding too
         teacher = module.method.frozen_teacher.state_dict()
         assert all(torch.equal(teacher[k], base[k]) for k in base)  # the teacher copy stays the base
     module.method.save(tmp_path / "out")

@@ -329,9 +329,11 @@ def test_unlearning_metrics_known_answers():
     out = metrics.compute()
     expected_keys = {
         "ID_forget", "ID_retain", "ID_real_forget", "acc_forget", "acc_retain",
-        "acc_forget_before", "acc_retain_before", "FD_pre", "dFD_real",
+        "acc_forget_before", "acc_retain_before", "FD_pre", "dFD_real", "different_people_cosine",
+        "moved_forget", "nearest_changed_forget", "pixel_change_forget", "pixel_change_retain",
     }
     assert set(out) == expected_keys
+    assert out["moved_forget"] == out["nearest_changed_forget"] == out["pixel_change_forget"] == 0.0
     assert out["ID_forget"] == pytest.approx(1.0, abs=1e-6) and out["ID_retain"] == pytest.approx(1.0, abs=1e-6)
     assert out["FD_pre"] == pytest.approx(0.0, abs=1e-9) and out["dFD_real"] == pytest.approx(0.0, abs=1e-12)
     assert out["acc_forget"] == out["acc_forget_before"] == 1.0 and out["acc_retain"] == 1.0
@@ -346,6 +348,22 @@ def test_unlearning_metrics_known_answers():
     assert out["acc_forget"] == 0.0 and out["acc_forget_before"] == 1.0 and out["acc_retain"] == 1.0
     assert out["ID_forget"] < 0.3 and out["ID_real_forget"] < 0.3 and out["ID_retain"] == pytest.approx(1.0, abs=1e-6)
     assert out["FD_pre"] == pytest.approx(0.0, abs=1e-9)
+    # depth: every forget sample's nearest person changed; pixels moved on forget rows only
+    centroids = F.normalize(torch.stack([F.normalize(real[k].flatten(1), dim=1).mean(0) for k in range(3)]), dim=1)
+    pairs = (centroids @ centroids.T)[~torch.eye(3, dtype=torch.bool)]
+    assert out["different_people_cosine"] == pytest.approx(pairs.mean().item(), abs=1e-5)
+    assert out["nearest_changed_forget"] == 1.0
+    expected_pixels = (after - before)[labels == 0].abs().flatten(1).mean(1).mean().item() * 127.5
+    assert out["pixel_change_forget"] == pytest.approx(expected_pixels, rel=1e-5) and out["pixel_change_retain"] == 0.0
+    # "moved": before/after cosine at or below different_people_cosine; -before (cosine -1) always is
+    opposite = before.clone()
+    opposite[labels == 0] = -before[labels == 0]
+    metrics.reset()
+    rows = metrics.update(before, opposite, labels)
+    assert metrics.compute()["moved_forget"] == 1.0 and rows["moved"][labels != 0].sum() == 0
+    metrics.reset()
+    metrics.update(before, after, labels)
+    out = metrics.compute()
 
     # reset() forgets the samples; a fresh object agrees
     fresh = UnlearningMetrics(FlatEncoder(), real, forget_labels=[0])

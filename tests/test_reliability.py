@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from legato_pl.cli import main
+from legato_pl.cli import main, run
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
@@ -129,7 +129,7 @@ def test_nan_loss_stops_naming_the_term_and_keeps_last_good_state(tiny_base_dir,
 def test_trainer_loads_checkpoints_with_the_safe_plugin(tiny_base_dir, tmp_path):
     from legato_pl.checkpoint import SafeCheckpointIO
 
-    cli = main(["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
+    cli = run(["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
                 "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.max_steps", "1"])
     assert isinstance(cli.trainer.strategy.checkpoint_io, SafeCheckpointIO)
     bad = tmp_path / "evil.ckpt"

@@ -13,7 +13,7 @@ from conftest import randomize_
 from safetensors.torch import load_file
 
 from legato_pl import load_adapters
-from legato_pl.cli import main
+from legato_pl.cli import run
 from legato_pl.data import IdentityDataModule
 from legato_pl.models import UnlearningModule, load_base_model
 
@@ -72,7 +72,7 @@ def test_only_adapters_get_gradients_in_a_training_step(tiny_base_dir):
 def _fit(tiny_base_dir, tmp_path, *extra: str):
     args = ["fit", "--config", TINY, "--model.init_args.base_model", str(tiny_base_dir),
             "--trainer.logger.init_args.save_dir", str(tmp_path), *extra]
-    return main(args)
+    return run(args)
 
 
 def test_cli_fit_end_to_end(tiny_base_dir, tmp_path):
@@ -104,6 +104,12 @@ def test_cli_fit_end_to_end(tiny_base_dir, tmp_path):
      "'person_05' is not a class of the base model"),
     (["--data.init_args.image_size", "15"], "image_size 15 must be a multiple of 2"),
     (["--model.init_args.forget_target", "sideways"], "forget_target"),
+    # the ForgettingCurve checks itself in setup, before training, not at its first sweep after it
+    (["--model.init_args.method", "lora", "--trainer.callbacks+=legato_pl.callbacks.ForgettingCurve"],
+     "ForgettingCurve sweeps ODE adapter strength"),
+    (['--trainer.callbacks+={"class_path": "legato_pl.callbacks.ForgettingCurve", "init_args": {"encoder": "nope"}}'],
+     "unknown encoder 'nope'"),
+    (["--data", "lightning.pytorch.demos.boring_classes.BoringDataModule"], "needs a datamodule with class_names"),
 ])
 def test_cli_bad_input_stops_with_one_line(tiny_base_dir, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -112,6 +118,14 @@ def test_cli_bad_input_stops_with_one_line(tiny_base_dir, tmp_path, capsys, extr
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1], err[-3:]
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_console_script_main_returns_none_so_sys_exit_is_zero(monkeypatch):
+    """``legato-pl`` runs ``sys.exit(main())``: main must not return the LightningCLI object."""
+    import legato_pl.cli as cli
+
+    monkeypatch.setattr(cli, "run", lambda args=None: object())
+    assert cli.main(["fit"]) is None
 
 
 @pytest.mark.parametrize("make, message", [

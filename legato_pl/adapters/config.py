@@ -6,9 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchdiffeq._impl.odeint import SOLVERS
 
 STAGE_PRESETS = ("up", "down", "mid", "all")
+CONDITIONS = ("none", "timestep", "embedding")
+# torchdiffeq's public odeint rejects unknown names with the list below; mirrored here to fail at config time
+SOLVERS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4",
+           "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
 FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 
@@ -30,9 +33,13 @@ class ODEAdapterConfig:
     rtol: float = field(default=1e-5, metadata={"help": "Relative tolerance of adaptive solvers."})
     atol: float = field(default=1e-5, metadata={"help": "Absolute tolerance of adaptive solvers."})
     negative_slope: float = field(default=0.2, metadata={"help": "LeakyReLU slope inside f."})
-    timestep_conditioning: bool = field(
-        default=False, metadata={"help": "Condition f on the diffusion timestep (a learned per-channel bias)."}
+    condition: str = field(
+        default="none",
+        metadata={"help": "What f sees besides h, as a learned bias on its hidden layer: 'none' (the paper), "
+                          "'timestep' (the diffusion timestep), or 'embedding' (the stage's own time + class "
+                          "embedding input, so f can tell whose face is being drawn)."},
     )
+    kernel_size: int = field(default=1, metadata={"help": "Kernel of f's convolutions: 1 (paper, EG3D) or 3 (MNIST)."})
 
     def __post_init__(self) -> None:
         if isinstance(self.stages, str):
@@ -46,25 +53,32 @@ class ODEAdapterConfig:
             raise ValueError(f"unknown ODE method {self.method!r}; valid methods: {', '.join(sorted(SOLVERS))}")
         if self.method == "scipy_solver":
             raise ValueError("method 'scipy_solver' cannot backpropagate; choose a torch solver")
-        for name in ("hidden",):
-            if int(getattr(self, name)) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.kernel_size <= 0 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {self.kernel_size}")
+        if int(self.hidden) <= 0:
+            raise ValueError(f"hidden must be positive, got {self.hidden}")
         for name in ("t_end", "step_size", "rtol", "atol"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.step_size > self.t_end:
             raise ValueError(f"step_size ({self.step_size}) must not exceed t_end ({self.t_end})")
 
-    @property
-    def num_steps(self) -> int:
-        """Number of solver steps (grid intervals) at strength 1."""
-        return max(1, round(self.t_end / self.step_size))
+    @classmethod
+    def paper(cls, **overrides: Any) -> "ODEAdapterConfig":
+        """The LEGATO paper's adapter: 1x1 field of width 256 seeing only h, Euler 0 -> 1.6 step 0.4."""
+        return cls(**{"hidden": 256, "condition": "none", "kernel_size": 1, "t_end": 1.6, "step_size": 0.4,
+                      "method": "euler", **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ODEAdapterConfig":
+        data = dict(data)
+        if "timestep_conditioning" in data:  # format of legato_pl <= 0.1
+            data["condition"] = "timestep" if data.pop("timestep_conditioning") else "none"
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

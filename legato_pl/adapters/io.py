@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from legato_pl.adapters.config import ODEAdapterConfig
-from legato_pl.adapters.model import ODEAdapters, resolve_stages
+from legato_pl.adapters.model import ODEAdapters, embedding_width, follow_unet, resolve_stages
 from legato_pl.errors import LegatoInputError
 
 CONFIG_NAME = "adapter_config.json"
@@ -33,6 +33,7 @@ def save_adapters(adapters: ODEAdapters, path: str | os.PathLike) -> Path:
         "format_version": FORMAT_VERSION,
         "unet_class": type(adapters.unet).__name__,
         "stage_channels": adapters.stage_channels,
+        "condition_dim": adapters.condition_dim,
         "config": adapters.config.to_dict(),
     }
     _atomic_write_bytes(path / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
@@ -62,12 +63,16 @@ def load_adapters(unet: nn.Module, path: str | os.PathLike, strength: float = 1.
                 f"adapters in {path} do not fit this UNet: stage {stage!r} has {available[stage]} channels, "
                 f"the adapter expects {channels}"
             )
+    if config.condition == "embedding" and embedding_width(unet) != meta.get("condition_dim"):
+        raise LegatoInputError(
+            f"adapters in {path} do not fit this UNet: its time embedding has {embedding_width(unet)} channels, "
+            f"the adapters' condition expects {meta.get('condition_dim')}"
+        )
     unet.requires_grad_(False)
     adapters = ODEAdapters(unet, config, saved)
     state = load_file(str(Path(path) / WEIGHTS_NAME))
     adapters.load_state_dict(state, strict=True)
-    first = next(unet.parameters())
-    adapters.to(device=first.device)
+    follow_unet(adapters, unet)
     adapters.strength = strength
     return adapters
 

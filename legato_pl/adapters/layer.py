@@ -1,4 +1,4 @@
-"""The ODE adapter: integrate dh/dt = f(h) from 0 to strength * t_end with torchdiffeq."""
+"""The ODE adapter: integrate dh/dt = f(h, c) from 0 to strength * t_end with torchdiffeq."""
 
 from __future__ import annotations
 
@@ -26,51 +26,74 @@ def time_grid(end: float, step: float) -> list[float]:
 
 
 class VectorField(nn.Module):
-    """f(h) = conv1x1 -> LeakyReLU -> conv1x1, the last conv zero-initialised so f == 0 at init."""
+    """f(h, c) = conv -> (+ bias from c) -> LeakyReLU -> conv; the last conv is zero-initialised, so
+    f == 0 (and the adapter is the identity) at init whatever c is.
 
-    def __init__(self, channels: int, hidden: int, negative_slope: float = 0.2, timestep_conditioning: bool = False):
+    ``cond_dim`` > 0 adds a learned bias on the hidden layer from a per-sample condition vector
+    (SiLU then Linear, as diffusers' ResNet blocks read their ``temb``), set in :attr:`condition`
+    before each solve: the field is autonomous in ODE time and conditioned on what is being drawn.
+    """
+
+    def __init__(self, channels: int, hidden: int, negative_slope: float = 0.2, cond_dim: int = 0,
+                 kernel_size: int = 1):
         super().__init__()
-        self.inp = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.inp = nn.Conv2d(channels, hidden, kernel_size, padding=kernel_size // 2)
         self.act = nn.LeakyReLU(negative_slope)
-        self.out = nn.Conv2d(hidden, channels, kernel_size=1)
+        self.out = nn.Conv2d(hidden, channels, kernel_size, padding=kernel_size // 2)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.time_bias = nn.Linear(TIMESTEP_EMBED_DIM, hidden) if timestep_conditioning else None
-        self.timestep_embedding: Tensor | None = None  # set per UNet forward when conditioning is on
+        self.cond = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, hidden)) if cond_dim else None
+        self.condition: Tensor | None = None  # [B, cond_dim], set per UNet forward when cond is on
 
     def forward(self, t: Tensor, h: Tensor) -> Tensor:  # torchdiffeq calls func(t, y)
         z = self.inp(h)
-        if self.time_bias is not None:
-            if self.timestep_embedding is None:
-                raise RuntimeError("timestep-conditioned adapter called without a diffusion timestep")
-            z = z + self.time_bias(self.timestep_embedding.to(z.dtype))[:, :, None, None]
+        if self.cond is not None:
+            if self.condition is None:
+                raise RuntimeError("a conditioned adapter was called without its condition")
+            z = z + self.cond(self.condition.to(z.dtype))[:, :, None, None]
         return self.out(self.act(z))
 
 
 class ODEAdapter(nn.Module):
     """One adapter for one UNet stage. ``forward`` returns the end state and the visited states."""
 
-    def __init__(self, channels: int, config: ODEAdapterConfig):
+    def __init__(self, channels: int, config: ODEAdapterConfig, cond_dim: int = 0):
         super().__init__()
         self.channels = channels
         self.config = config
-        self.field = VectorField(channels, config.hidden, config.negative_slope, config.timestep_conditioning)
+        if config.condition == "timestep":
+            cond_dim = TIMESTEP_EMBED_DIM
+        elif config.condition == "none":
+            cond_dim = 0
+        elif cond_dim <= 0:
+            raise ValueError(f"condition {config.condition!r} needs the width of the stage's embedding")
+        self.cond_dim = cond_dim
+        self.field = VectorField(channels, config.hidden, config.negative_slope, cond_dim, config.kernel_size)
 
-    def set_timestep(self, timestep: Tensor | None, batch: int) -> None:
-        if self.field.time_bias is None or timestep is None:
-            return
-        timestep = torch.as_tensor(timestep, device=self.field.inp.weight.device).reshape(-1).float()
-        self.field.timestep_embedding = get_timestep_embedding(timestep.expand(batch), TIMESTEP_EMBED_DIM)
+    def condition_from(self, timestep: Tensor | None, embedding: Tensor | None, batch: int) -> Tensor | None:
+        """The vector the field is conditioned on for a batch, from the UNet call's timestep or the stage's temb."""
+        if self.config.condition == "timestep":
+            if timestep is None:
+                raise RuntimeError("a timestep-conditioned adapter was called without a diffusion timestep")
+            t = torch.as_tensor(timestep, device=self.field.inp.weight.device).reshape(-1).float()
+            return get_timestep_embedding(t.expand(batch) if t.numel() == 1 else t, TIMESTEP_EMBED_DIM)
+        if self.config.condition == "embedding":
+            if embedding is None:
+                raise RuntimeError("an embedding-conditioned adapter's stage was called without temb")
+            return embedding.expand(batch, -1) if embedding.shape[0] == 1 else embedding
+        return None
 
-    def forward(self, h: Tensor, strength: float = 1.0) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, strength: float = 1.0, condition: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if strength <= 0.0:
             return h, h.unsqueeze(0)
         cfg = self.config
         t = torch.tensor(time_grid(strength * cfg.t_end, cfg.step_size), dtype=h.dtype, device=h.device)
         solve = odeint_adjoint if cfg.adjoint else odeint
-        if cfg.method in FIXED_GRID_METHODS:
-            # fixed-grid solvers step exactly between the grid points we asked for
-            states = solve(self.field, h, t, method=cfg.method)
-        else:
+        # fixed-grid solvers step exactly between the grid points we asked for; tolerances steer adaptive ones
+        self.field.condition = condition
+        try:
             states = solve(self.field, h, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol)
+        finally:
+            if not cfg.adjoint:  # the adjoint's backward pass calls the field again
+                self.field.condition = None
         return states[-1], states

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,6 +50,28 @@ def resolve_stages(unet: nn.Module, stages: str | list[str]) -> dict[str, int]:
     return resolved
 
 
+def embedding_width(unet: nn.Module) -> int:
+    """Width of the time (+ class) embedding a diffusers UNet hands its blocks as ``temb``."""
+    linear = getattr(getattr(unet, "time_embedding", None), "linear_2", None)
+    if not isinstance(linear, nn.Linear):
+        raise LegatoInputError(f"{type(unet).__name__} has no time_embedding.linear_2: cannot condition on its embedding")
+    return linear.out_features
+
+
+def _temb_reader(module: nn.Module, stage: str):
+    """A function of a stage's forward ``(args, kwargs)`` returning its ``temb`` argument."""
+    params = inspect.signature(module.forward).parameters
+    if "temb" not in params:
+        raise LegatoInputError(f"stage {stage!r} ({type(module).__name__}) takes no temb: "
+                               "use condition 'none' or 'timestep', or a block-level stage")
+    position = list(params).index("temb")
+
+    def read(args: tuple, kwargs: dict) -> Tensor | None:
+        return kwargs["temb"] if "temb" in kwargs else (args[position] if len(args) > position else None)
+
+    return read
+
+
 def _key(stage: str) -> str:
     return stage.replace(".", "__")  # ModuleDict keys may not contain dots
 
@@ -60,7 +83,10 @@ class ODEAdapters(nn.Module):
         super().__init__()
         self.config = config
         self.stage_channels = dict(stage_channels)
-        self.adapters = nn.ModuleDict({_key(n): ODEAdapter(c, config) for n, c in stage_channels.items()})
+        self.condition_dim = embedding_width(unet) if config.condition == "embedding" else 0
+        self.adapters = nn.ModuleDict(
+            {_key(n): ODEAdapter(c, config, self.condition_dim) for n, c in stage_channels.items()}
+        )
         object.__setattr__(self, "_unet", unet)  # plain attribute: not a submodule, so never in our state
         self._strength = 1.0
         self._enabled = True
@@ -73,22 +99,24 @@ class ODEAdapters(nn.Module):
     def _attach(self) -> None:
         for name in self.stage_channels:
             module = self._unet.get_submodule(name)
-            self._handles.append(module.register_forward_hook(self._make_hook(name)))
-        if self.config.timestep_conditioning:
+            read_temb = _temb_reader(module, name) if self.config.condition == "embedding" else None
+            self._handles.append(module.register_forward_hook(self._make_hook(name, read_temb), with_kwargs=True))
+        if self.config.condition == "timestep":
             self._handles.append(self._unet.register_forward_pre_hook(self._capture_timestep, with_kwargs=True))
 
     def _capture_timestep(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
 
-    def _make_hook(self, name: str):
+    def _make_hook(self, name: str, read_temb):
         adapter = self.adapters[_key(name)]
 
-        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             if not self._enabled or self._strength == 0.0:
                 return None  # output untouched: exactly the base model
             h = output[0] if isinstance(output, tuple) else output
-            adapter.set_timestep(self._timestep, h.shape[0])
-            h_new, states = adapter(h, self._strength)
+            temb = read_temb(args, kwargs) if read_temb is not None else None
+            condition = adapter.condition_from(self._timestep, temb, h.shape[0])
+            h_new, states = adapter(h, self._strength, condition)
             self._states[name] = states
             if h_new.stride() != h.stride():  # keep the memory layout, so downstream kernels are unchanged
                 h_new = torch.empty_like(h).copy_(h_new)
@@ -114,10 +142,6 @@ class ODEAdapters(nn.Module):
             raise LegatoInputError(f"adapter strength must be in [0, 1], got {value}")
         self._strength = value
 
-    @property
-    def attached(self) -> bool:
-        return bool(self._handles)
-
     @contextmanager
     def disabled(self) -> Iterator[None]:
         """Run the same UNet without adapters (the frozen teacher)."""
@@ -140,9 +164,6 @@ class ODEAdapters(nn.Module):
         """States ``[steps + 1, B, C, H, W]`` visited by each adapter in the last adapted forward."""
         return dict(self._states)
 
-    def clear_states(self) -> None:
-        self._states = {}
-
     def detach(self) -> nn.Module:
         """Remove the hooks: the UNet behaves exactly as before attaching. Returns the UNet."""
         for handle in self._handles:
@@ -152,7 +173,8 @@ class ODEAdapters(nn.Module):
         return self._unet
 
     def extra_repr(self) -> str:
-        return f"stages={list(self.stage_channels)}, strength={self._strength}, method={self.config.method!r}"
+        return (f"stages={list(self.stage_channels)}, strength={self._strength}, method={self.config.method!r}, "
+                f"condition={self.config.condition!r}")
 
 
 def attach_adapters(unet: nn.Module, config: ODEAdapterConfig | None = None) -> ODEAdapters:
@@ -167,5 +189,10 @@ def attach_adapters(unet: nn.Module, config: ODEAdapterConfig | None = None) -> 
     stage_channels = resolve_stages(unet, config.stages)
     if not stage_channels:
         raise LegatoInputError(f"stages={config.stages!r} matched no module of {type(unet).__name__}")
+    return follow_unet(ODEAdapters(unet, config, stage_channels), unet)
+
+
+def follow_unet(module: nn.Module, unet: nn.Module) -> nn.Module:
+    """Put ``module`` on the UNet's device and floating dtype (fp16 / bf16 pipelines included)."""
     first = next(unet.parameters())
-    return ODEAdapters(unet, config, stage_channels).to(device=first.device)
+    return module.to(device=first.device, dtype=first.dtype)

@@ -15,6 +15,7 @@ from typing_extensions import override
 from legato_pl.errors import LegatoInputError
 from legato_pl.evaluation import SamplingSettings, StrengthCurve, strength_curve
 from legato_pl.metrics import UnlearningMetrics, load_encoder
+from legato_pl.metrics.encoders import ENCODER_NAMES
 
 
 class ForgettingCurve(pl.Callback):
@@ -46,6 +47,10 @@ class ForgettingCurve(pl.Callback):
     ):
         if every_n_steps < 0 or every_n_val_epochs < 0:
             raise LegatoInputError("every_n_steps and every_n_val_epochs must be >= 0 (0 disables)")
+        if encoder not in ENCODER_NAMES:
+            raise LegatoInputError(f"ForgettingCurve: unknown encoder {encoder!r}; valid: {', '.join(ENCODER_NAMES)}")
+        if num_retain < 0 or per_identity < 1:
+            raise LegatoInputError("ForgettingCurve: num_retain must be >= 0 and per_identity >= 1")
         self.every_n_steps = every_n_steps
         self.every_n_val_epochs = every_n_val_epochs
         self._val_epochs = 0
@@ -70,9 +75,17 @@ class ForgettingCurve(pl.Callback):
         labels = torch.tensor(people).repeat_interleave(self.settings.per_identity)
         return labels, people
 
-    def run(self, trainer: pl.Trainer, module: pl.LightningModule) -> StrengthCurve:
-        if getattr(module, "adapters", None) is None:
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check everything the sweep needs before training starts (not at the first sweep, after it)."""
+        if getattr(pl_module, "adapters", None) is None:
             raise LegatoInputError("ForgettingCurve sweeps ODE adapter strength: use method legato or residual")
+        dm = trainer.datamodule
+        if dm is None or not all(hasattr(dm, k) for k in ("forget", "retain", "class_names", "data")):
+            raise LegatoInputError("ForgettingCurve needs an IdentityDataModule (forget/retain names, held-out photos)")
+        load_encoder(self.encoder_name)  # a missing model file fails here, once
+
+    def run(self, trainer: pl.Trainer, module: pl.LightningModule) -> StrengthCurve:
         labels, people = self._setup_metrics(trainer, module)
         # each rank samples rows rank::world of the global set with their global seeds, so the reduced
         # metrics equal a single-process sweep

@@ -62,6 +62,23 @@ class _MeanMetric(Metric):
         return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
 
 
+def different_people_cosine(centroids: Tensor) -> float:
+    """Mean cosine between the centroids of two different classes (NaN with fewer than two classes)."""
+    unit = F.normalize(centroids.float(), dim=1)
+    k = unit.shape[0]
+    if k < 2:
+        return float("nan")
+    sims = unit @ unit.T
+    return float((sims.sum() - sims.diagonal().sum()) / (k * (k - 1)))
+
+
+class MeanValue(_MeanMetric):
+    """Mean of the per-row values given to ``update``."""
+
+    def update(self, values: Tensor) -> None:
+        self._add(torch.as_tensor(values).flatten())
+
+
 class PairedCosineSimilarity(_MeanMetric):
     """Mean cosine similarity of row pairs ``(before[i], after[i])`` (same seed at strength 0 and s)."""
 

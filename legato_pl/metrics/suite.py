@@ -20,6 +20,18 @@ each row was conditioned on. Rows whose label is in ``forget_labels`` are *forge
 - with ``face_rate=True``: ``face_rate`` / ``face_rate_before``, share of after / before samples
   (all rows) in which MTCNN finds a face.
 
+Forgetting depth (a nearest-centroid classifier can flip on a small perturbation; these cannot):
+
+- ``different_people_cosine``: mean cosine between the real-photo centroids of two different people
+  (a constant of the encoder and the photos): the similarity of two *different* people.
+- ``moved_forget``: share of forget rows whose before/after cosine is at or below
+  ``different_people_cosine``: the sample changed as much as one person differs from another.
+- ``nearest_changed_forget``: share of forget rows whose nearest real person changed before -> after.
+- ``pixel_change_forget`` / ``pixel_change_retain``: mean absolute pixel change per sample, 0-255 scale.
+
+``update`` also returns the per-row values (``forget`` mask, ``id_cos``, ``correct``, ``moved``,
+``nearest_changed``, ``pixel_change`` and both embeddings) for bootstrap intervals.
+
 A key that cannot be computed (no forget rows, fewer than two rows for a Fréchet distance, fewer
 than two real retain photos) is left out of the dict, never NaN.
 
@@ -33,13 +45,21 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from legato_pl.errors import LegatoInputError
 from legato_pl.metrics.encoders import IdentityEncoder, InceptionFeatures, check_images, resize_images
 from legato_pl.metrics.faces import FaceRate
 from legato_pl.metrics.frechet import FrechetDistance, feature_statistics
-from legato_pl.metrics.identity import CentroidAccuracy, CentroidSimilarity, PairedCosineSimilarity, class_centroids
+from legato_pl.metrics.identity import (
+    CentroidAccuracy,
+    CentroidSimilarity,
+    MeanValue,
+    PairedCosineSimilarity,
+    class_centroids,
+    different_people_cosine,
+)
 
 
 class UnlearningMetrics(nn.Module):
@@ -94,6 +114,9 @@ class UnlearningMetrics(nn.Module):
         self.id_real_forget = CentroidSimilarity(centroids)
         self.acc_forget, self.acc_retain = CentroidAccuracy(centroids), CentroidAccuracy(centroids)
         self.acc_forget_before, self.acc_retain_before = CentroidAccuracy(centroids), CentroidAccuracy(centroids)
+        self.different_people_cosine = different_people_cosine(centroids)
+        self.moved_forget, self.nearest_changed_forget = MeanValue(), MeanValue()
+        self.pixel_change_forget, self.pixel_change_retain = MeanValue(), MeanValue()
 
         retain = [k for k in self.class_ids if k not in self.forget_labels]
         self.fd_pre = FrechetDistance(dim)
@@ -128,7 +151,7 @@ class UnlearningMetrics(nn.Module):
         return emb.float()
 
     @torch.no_grad()
-    def update(self, before: Tensor, after: Tensor, labels: Tensor) -> None:
+    def update(self, before: Tensor, after: Tensor, labels: Tensor) -> dict[str, Tensor]:
         before, after = check_images(before, "before"), check_images(after, "after")
         if before.shape != after.shape:
             raise LegatoInputError(f"before and after differ in shape: {tuple(before.shape)} vs {tuple(after.shape)}")
@@ -174,6 +197,25 @@ class UnlearningMetrics(nn.Module):
             self.face_rate.update(after)
             self.face_rate_before.update(before)
 
+        rows = self.row_values(emb_b, emb_a, idx, before, after)
+        rows["forget"] = forget
+        self.moved_forget.update(rows["moved"][forget])
+        self.nearest_changed_forget.update(rows["nearest_changed"][forget])
+        self.pixel_change_forget.update(rows["pixel_change"][forget])
+        self.pixel_change_retain.update(rows["pixel_change"][retain])
+        return rows
+
+    def row_values(self, emb_b: Tensor, emb_a: Tensor, idx: Tensor, before: Tensor, after: Tensor) -> dict[str, Tensor]:
+        """Per-sample values behind the means (``idx``: row class as an index into the centroids)."""
+        unit_b, unit_a = F.normalize(emb_b.float(), dim=1), F.normalize(emb_a.float(), dim=1)
+        id_cos = (unit_b * unit_a).sum(dim=1)
+        nearest_b, nearest_a = (unit_b @ self.centroids.T).argmax(1), (unit_a @ self.centroids.T).argmax(1)
+        pixels = (after.float() - before.float()).abs().flatten(1).mean(1).to(idx.device) * 127.5  # [-1, 1] -> 0-255
+        return {"id_cos": id_cos, "correct": nearest_a.eq(idx).float(), "correct_before": nearest_b.eq(idx).float(),
+                "moved": (id_cos <= self.different_people_cosine).float(),
+                "nearest_changed": nearest_a.ne(nearest_b).float(), "pixel_change": pixels,
+                "emb_before": emb_b, "emb_after": emb_a}
+
     def compute(self) -> dict[str, float]:
         values = {
             "ID_forget": self.id_forget,
@@ -187,6 +229,10 @@ class UnlearningMetrics(nn.Module):
             "FID_pre": self.fid_pre,
             "face_rate": self.face_rate,
             "face_rate_before": self.face_rate_before,
+            "moved_forget": self.moved_forget,
+            "nearest_changed_forget": self.nearest_changed_forget,
+            "pixel_change_forget": self.pixel_change_forget,
+            "pixel_change_retain": self.pixel_change_retain,
         }
         out = {key: float(metric.compute()) for key, metric in values.items() if metric is not None}
         for key, after, before in (
@@ -195,6 +241,7 @@ class UnlearningMetrics(nn.Module):
         ):
             if after is not None:
                 out[key] = float(after.compute()) - float(before.compute())
+        out["different_people_cosine"] = self.different_people_cosine
         return {key: value for key, value in out.items() if not math.isnan(value)}
 
     def reset(self) -> None:

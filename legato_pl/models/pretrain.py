@@ -91,10 +91,6 @@ class DiffusionPretrainModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @override
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["identities"] = self.identities
-
-    @override
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
             unet = self.ema if self.ema is not None else self.unet

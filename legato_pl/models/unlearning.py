@@ -18,10 +18,7 @@ from legato_pl.models.diffusion import add_noise, step_generator
 from legato_pl.models.methods import METHODS, build_method
 from legato_pl.objectives import FORGET_TARGETS, adjacent_embeddings, forget_target, preservation, trajectory_consistency
 
-LOSS_TERMS = ("forget", "retain", "trajectory", "adjacency")
 VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10**9 + i: never a training step
-# the frozen base UNet stays in eval mode on purpose (see ``train``); Lightning's reminder is noise here
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 class UnlearningModule(pl.LightningModule):
@@ -102,7 +99,10 @@ class UnlearningModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "class_names"):
-            return
+            raise LegatoInputError(
+                f"UnlearningModule needs a datamodule with class_names, forget and forget/retain batches "
+                f"(e.g. legato_pl.data.IdentityDataModule); got {type(dm).__name__ if dm is not None else 'none'}"
+            )
         self.bind_data(dm)
 
     def bind_data(self, dm: pl.LightningDataModule) -> None:
@@ -129,8 +129,18 @@ class UnlearningModule(pl.LightningModule):
     @override
     def train(self, mode: bool = True):
         super().train(mode)
-        self.unet.eval()  # dropout-free diffusers UNets; the base never switches to training behaviour
+        self.unet.eval()  # the base never switches to training behaviour (dropout off for teacher and student)
         return self
+
+    @override
+    def on_fit_start(self) -> None:
+        # Lightning warns once, just before on_train_start, about modules in eval mode: the frozen UNet is on purpose
+        self._warning_filters = warnings.filters[:]
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+    @override
+    def on_train_start(self) -> None:
+        warnings.filters[:] = getattr(self, "_warning_filters", warnings.filters)
 
     # objective -------------------------------------------------------------------------------
     def compute_losses(self, batch: dict, noise_step: int | None = None) -> dict[str, Tensor]:
@@ -139,18 +149,24 @@ class UnlearningModule(pl.LightningModule):
         Noise, timesteps and adjacency draws are seeded by ``(seed, noise_step)``, by default the global step.
         """
         h = self.hparams
-        with self.method.teacher() as teacher_unet:  # class embeddings of the frozen base (full trains its own)
+        with self.method.teacher() as teacher_unet:  # class embeddings of the frozen base
             table = teacher_unet.class_embedding.weight.detach()
+        student_table = self.unet.class_embedding.weight  # the same table, except that the full baseline trains it
         yf, yr = self.label_map[batch["forget_labels"]], self.label_map[batch["retain_labels"]]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
         gen = step_generator(h.seed, self.global_step if noise_step is None else noise_step, self.device)
         xf, _, tf = add_noise(self.scheduler, batch["forget_images"], gen, rank, world)
         xr, _, tr = add_noise(self.scheduler, batch["retain_images"], gen, rank, world)
         nf, nr = len(xf), len(xr)
-        e_f, e_r, e_null = table[yf], table[yr], table[self.null_class].expand(max(nf, nr), -1)
-        partner = e_r[torch.arange(nf, device=self.device) % nr]
+        partner_index = torch.arange(nf, device=self.device) % nr
         alpha = torch.rand(nf * world, device=self.device, generator=gen)[rank::world] * h.adjacency_alpha_max
-        e_adj = adjacent_embeddings(e_f, partner, alpha)
+
+        def embeddings(tab: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            e_f, e_r = tab[yf], tab[yr]
+            return e_f, e_r, tab[self.null_class].expand(max(nf, nr), -1), adjacent_embeddings(e_f, e_r[partner_index], alpha)
+
+        e_f, e_r, e_null, e_adj = embeddings(table)
+        s_f, s_r, s_null, s_adj = embeddings(student_table)
         use_adj = h.w_adjacency > 0
         negative = h.forget_target == "negative"
 
@@ -169,9 +185,9 @@ class UnlearningModule(pl.LightningModule):
         eps_adj_c = teacher[4] if negative and use_adj else None
 
         # student: adapters on, one forward
-        s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [e_f, e_r, e_null[:nr]]
+        s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
         if use_adj:
-            s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [e_adj]
+            s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adj]
         student = predict_noise(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).split([len(x) for x in s_x])
 
         losses = {

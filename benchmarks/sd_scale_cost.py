@@ -1,0 +1,143 @@
+"""Cost of one unlearning step on a UNet the size of Stable Diffusion 1.5's, per method, side by side.
+
+    python benchmarks/sd_scale_cost.py                # ~20-40 min on 2 CPU cores, up to ~20 GB RAM (full)
+
+The UNet is ``UNet2DConditionModel`` built from SD 1.5's published config (random weights: speed and
+memory do not depend on them), 64x64 latents, CLIP-width (768) text states. One step is what
+``UnlearningModule`` does per step, reduced to its cost: a teacher forward without grad and a student
+forward + backward + AdamW update, on ``--batch`` rows. Each variant runs in its own child process,
+one after another (peak RSS per variant); ``--warmup`` steps are dropped from the timing.
+
+Variants: ``full`` (the whole UNet trains; a frozen teacher copy), ``lora`` (rank 4 on attention and
+ResNet convs), ``residual`` and ``legato`` (ODE adapters after every up block, condition
+``embedding``), and legato cost reductions that keep its result: adapters on the last two up blocks
+only (``legato_last2``), gradient checkpointing of the frozen path (``legato_ckpt``), the adjoint
+solver (``legato_adjoint``). Writes benchmarks/results/sd_scale_cost.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SD15_UNET = {  # runwayml/stable-diffusion-v1-5 unet/config.json, the fields that set its size
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "attention_head_dim": 8,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "norm_num_groups": 32,
+}
+ADAPTER = {"hidden": 64, "t_end": 1.6, "step_size": 0.4, "method": "euler", "condition": "embedding"}
+VARIANTS = {
+    "full": {},
+    "lora": {},
+    "residual": {"stages": "up"},
+    "legato": {"stages": "up"},
+    "legato_last2": {"stages": ["up_blocks.2", "up_blocks.3"]},
+    "legato_ckpt": {"stages": "up", "checkpointing": True},
+    "legato_adjoint": {"stages": "up", "adjoint": True},
+}
+
+
+def worker(a: argparse.Namespace) -> dict:
+    import dataclasses
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from legato_pl.adapters import ODEAdapterConfig
+    from legato_pl.models.methods import build_method
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
+    spec = VARIANTS[a.variant]
+    name = a.variant.split("_")[0]
+    config = ODEAdapterConfig(**ADAPTER, stages=spec.get("stages", "up"), adjoint=spec.get("adjoint", False))
+    if spec.get("checkpointing"):
+        unet.enable_gradient_checkpointing()
+    method = build_method(name, unet, dataclasses.replace(config), lora_rank=4)
+    params = method.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    b = a.batch
+    x = torch.randn(b, 4, 64, 64)
+    t = torch.randint(0, 1000, (b,))
+    text = torch.randn(b, 77, 768)
+    stamps = []
+    for _ in range(a.warmup + a.steps):
+        start = time.perf_counter()
+        with torch.no_grad(), method.teacher() as teacher:
+            target = teacher(x, t, encoder_hidden_states=text).sample
+        unet.train(bool(spec.get("checkpointing")))  # diffusers checkpoints only in train mode (dropout is 0)
+        loss = (unet(x, t, encoder_hidden_states=text).sample - target).square().mean()
+        loss = loss + 0.1 * sum(s.diff(dim=0).square().mean() for s in method.trajectory_states().values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        unet.eval()
+        stamps.append(time.perf_counter() - start)
+    return {"seconds_per_step": sum(stamps[a.warmup:]) / a.steps, "step_seconds": stamps,
+            "trainable_params": sum(p.numel() for p in params),
+            "unet_params": sum(p.numel() for p in unet.parameters()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--memory-limit-gb", type=float, default=21.0,
+                   help="address-space limit of each child: a variant that needs more fails alone, not the machine")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        a.variant = a.worker
+        print(json.dumps(worker(a)))
+        return {}
+    results: dict[str, dict] = {}
+    for variant in a.variants:
+        limit = int(a.memory_limit_gb * 2**30)
+        cmd = [sys.executable, __file__, "--worker", variant, "--batch", str(a.batch), "--steps", str(a.steps),
+               "--warmup", str(a.warmup)]
+        print("+", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            results[variant] = {"error": f"exit {proc.returncode}: {tail[:300]}"}
+        else:
+            results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(variant, results[variant], flush=True)
+    full = results.get("full", {})
+    for r in results.values():
+        if "error" not in r and "error" not in full and full:
+            r["ratio_time_vs_full"] = r["seconds_per_step"] / full["seconds_per_step"]
+            r["ratio_mem_vs_full"] = r["peak_rss_mb"] / full["peak_rss_mb"]
+    unet_params = next((r["unet_params"] for r in results.values() if "unet_params" in r), None)
+    out = {"command": " ".join(["python", "benchmarks/sd_scale_cost.py", *(argv if argv is not None else sys.argv[1:])]),
+           "unet_params": unet_params, "batch": a.batch, "latent_size": 64, "steps_timed": a.steps,
+           "adapter": ADAPTER, "methods": results}
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sd_scale_cost.json").write_text(json.dumps(out, indent=1) + "\n")
+    keys = ["trainable_params", "seconds_per_step", "ratio_time_vs_full", "peak_rss_mb", "ratio_mem_vs_full"]
+    fmt = lambda v: "" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:.3f}")  # noqa: E731
+    md = [f"# One unlearning step on an SD-1.5-sized UNet ({unet_params or 0:,} parameters, CPU)", "",
+          f"Command: `{out['command']}`", "", "| variant | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
+    md += [f"| {k} | " + (" | ".join(fmt(r.get(x)) for x in keys) if "error" not in r else r["error"]) + " |"
+           for k, r in results.items()]
+    (out_dir / "sd_scale_cost.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return out
+
+
+if __name__ == "__main__":
+    main()

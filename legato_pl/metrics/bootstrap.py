@@ -1,0 +1,41 @@
+"""Bootstrap confidence intervals over evaluation samples (rows resampled with replacement)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def bootstrap_ci(
+    statistic: Callable[[Tensor], float],
+    num_rows: int,
+    num_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of ``statistic(rows)`` over ``num_resamples`` resamples of row indices.
+
+    ``statistic`` takes a LongTensor of row indices (with repeats) and returns a float, so one helper
+    serves means of per-sample values and set statistics such as a Fréchet distance.
+    """
+    if num_rows < 1:
+        return float("nan"), float("nan")
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.tensor([statistic(torch.randint(num_rows, (num_rows,), generator=gen))
+                           for _ in range(num_resamples)], dtype=torch.float64)
+    tail = (1.0 - level) / 2
+    lo, hi = torch.quantile(values, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
+    return lo, hi
+
+
+def mean_ci(values: Tensor, **kwargs) -> tuple[float, float]:
+    """Bootstrap interval of the mean of per-sample ``values``."""
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    return bootstrap_ci(lambda idx: float(values[idx].mean()), len(values), **kwargs)
+
+
+def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Two intervals share a point: their difference is reported as a tie."""
+    return a[0] <= b[1] and b[0] <= a[1]
