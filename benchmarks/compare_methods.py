@@ -22,16 +22,23 @@ import time
 from pathlib import Path
 
 import torch
-from harness import add_unlearning_args, command_line, fit_heldout_fraction, fit_unlearning, heldout_by_label
-from harness import markdown_table
 from safetensors.torch import load_file
 
+from legato_pl.methods import load_method
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.metrics.bootstrap import bootstrap_ci, mean_ci
 from legato_pl.metrics.frechet import feature_statistics, frechet_distance
 from legato_pl.models.base import load_base_model
-from legato_pl.models.methods import load_method_weights
 from legato_pl.sampling import sample
+
+from harness import (
+    add_unlearning_args,
+    command_line,
+    fit_heldout_fraction,
+    fit_unlearning,
+    heldout_by_label,
+    markdown_table,
+)
 
 METHODS = {
     "legato": ["--model.init_args.method", "legato"],  # the config's default adapter
@@ -162,9 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
             metrics = UnlearningMetrics(encoder, real[fraction], forget_labels=[f])
             curve = [{"strength": 0.0, **scores(metrics, before, before, labels, a.resamples)}]
             for s in a.strengths:
-                student = load_method_weights(load_base_model(base_dir).unet, method.split("_")[0], run / "weights",
-                                              strength=s)
-                after = sample(student.eval(), base.scheduler, labels, seeds=seeds_for(labels), **kwargs)
+                student = load_base_model(base_dir).unet.eval()
+                load_method(student, run / "weights", strength=s)  # any method: the artifact says which
+                after = sample(student, base.scheduler, labels, seeds=seeds_for(labels), **kwargs)
                 curve.append({"strength": s, **scores(metrics, before, after, labels, a.resamples)})
                 if s == 1.0:
                     torch.save(after[: a.forget_samples][:8], run / "forget_samples.pt")

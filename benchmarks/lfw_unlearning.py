@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from harness import fit_heldout_fraction, heldout_by_label, pick_retain, run_cli, seconds_per_step
 from torchvision.utils import save_image
 
 from legato_pl.adapters import load_adapters
@@ -25,6 +24,8 @@ from legato_pl.evaluation import SamplingSettings, strength_curve
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
+
+from harness import fit_heldout_fraction, heldout_by_label, pick_retain, run_cli, seconds_per_step
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -46,13 +46,11 @@ VARIANTS = {
 
 
 def worker(a: argparse.Namespace) -> dict:
-    import dataclasses
-
     import torch
     from diffusers import UNet2DConditionModel
 
     from legato_pl.adapters import ODEAdapterConfig
-    from legato_pl.models.methods import build_method
+    from legato_pl.methods import method_class
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
@@ -61,7 +59,7 @@ def worker(a: argparse.Namespace) -> dict:
     config = ODEAdapterConfig(**ADAPTER, stages=spec.get("stages", "up"), adjoint=spec.get("adjoint", False))
     if spec.get("checkpointing"):
         unet.enable_gradient_checkpointing()
-    method = build_method(name, unet, dataclasses.replace(config), lora_rank=4)
+    method = method_class(name).create(unet, adapter=config, lora_rank=4)
     params = method.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=1e-4)
     b = a.batch
@@ -103,8 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(worker(a)))
         return {}
     results: dict[str, dict] = {}
+    limit = int(a.memory_limit_gb * 2**30)
     for variant in a.variants:
-        limit = int(a.memory_limit_gb * 2**30)
         cmd = [sys.executable, __file__, "--worker", variant, "--batch", str(a.batch), "--steps", str(a.steps),
                "--warmup", str(a.warmup)]
         print("+", " ".join(cmd), flush=True)

@@ -16,13 +16,20 @@ import json
 from pathlib import Path
 
 import torch
-from harness import add_unlearning_args, command_line, fit_heldout_fraction, fit_unlearning, heldout_by_label
-from harness import pick_retain
 
 from legato_pl.adapters import load_adapters
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
+
+from harness import (
+    add_unlearning_args,
+    command_line,
+    fit_heldout_fraction,
+    fit_unlearning,
+    heldout_by_label,
+    pick_retain,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 import sys
 
-from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from legato_pl.checkpoint import SafeCheckpointIO

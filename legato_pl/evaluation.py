@@ -6,13 +6,13 @@ Used by the ``ForgettingCurve`` callback and the benchmarks, so both report the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers import SchedulerMixin
 from torch import Tensor, nn
 
 from legato_pl.adapters import ODEAdapters
-from legato_pl.adapters.layer import time_grid
 from legato_pl.metrics.suite import UnlearningMetrics
 from legato_pl.sampling import sample
 
@@ -37,18 +37,17 @@ class StrengthCurve:
     labels: Tensor | None = None
 
 
-def strength_grid(adapters: ODEAdapters) -> list[float]:
-    """Strengths at the points of the ODE's time grid (0, .25, .5, .75, 1 for the paper's solver; with
-    ``t_end`` not a multiple of ``step_size`` the last, shorter step ends at 1)."""
-    cfg = adapters.config
-    return [round(t / cfg.t_end, 6) for t in time_grid(cfg.t_end, cfg.step_size)]
+def strength_grid(knob: ODEAdapters | Any) -> list[float]:
+    """The strengths a sweep of ``knob`` (ODE adapters or any unlearning method) visits by default: for
+    ODE adapters the points of the solver's time grid (0, .25, .5, .75, 1 for the paper's solver)."""
+    return knob.strength_grid()
 
 
 @torch.no_grad()
 def strength_curve(
     unet: nn.Module,
     scheduler: SchedulerMixin,
-    adapters: ODEAdapters,
+    knob: ODEAdapters | Any,
     labels: Tensor,
     null_class: int | None,
     metrics: UnlearningMetrics,
@@ -58,13 +57,15 @@ def strength_curve(
 ) -> StrengthCurve:
     """Sample ``labels`` at each strength (same seeds) and compute ``metrics`` against strength 0.
 
+    ``knob`` is what has the strength: ODE adapters or any :class:`~legato_pl.methods.UnlearningMethod`.
+
     ``seeds`` (one per label) overrides ``settings.seed + i``: a DDP rank passes its shard's global seeds.
     """
     settings = settings or SamplingSettings()
-    strengths = strength_grid(adapters) if strengths is None else list(strengths)
+    strengths = strength_grid(knob) if strengths is None else list(strengths)
     kwargs = dict(null_class=null_class, guidance_scale=settings.guidance_scale,
                   num_inference_steps=settings.num_inference_steps, seed=settings.seed,
-                  batch_size=settings.batch_size, adapters=adapters, seeds=seeds)
+                  batch_size=settings.batch_size, adapters=knob, seeds=seeds)
     curve = StrengthCurve(labels=labels.cpu())
     before = sample(unet, scheduler, labels, strength=0.0, **kwargs)
     for s in strengths:

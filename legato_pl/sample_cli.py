@@ -11,6 +11,7 @@ from torchvision.utils import save_image
 from legato_pl.adapters import load_adapters
 from legato_pl.data.datamodule import check_names
 from legato_pl.errors import LegatoInputError
+from legato_pl.methods import load_method
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
@@ -28,8 +29,8 @@ def sample_grid(
 ) -> torch.Tensor:
     """``[len(strengths), len(identities) * per_identity, C, H, W]``: rows share their seeds.
 
-    ``previous_adapters`` (earlier removal requests, in order) are applied at strength 1 in every row;
-    the strengths apply to ``adapters``.
+    ``adapters`` is the artifact of any method (its strength knob is swept); ``previous_adapters``
+    (earlier removal requests, ODE adapters, in order) are applied at strength 1 in every row.
     """
     if adapters is None and any(s != 0.0 for s in strengths):
         raise LegatoInputError("strengths other than 0 need --adapters")
@@ -38,7 +39,7 @@ def sample_grid(
     unet = base.unet.eval()
     for path in previous_adapters:
         load_adapters(unet, path, strength=1.0)
-    ada = load_adapters(unet, adapters) if adapters else None
+    ada = load_method(unet, adapters) if adapters else None
     labels = torch.tensor([base.identities.index(n) for n in identities]).repeat_interleave(per_identity)
     rows = []
     for s in strengths:
@@ -51,7 +52,7 @@ def sample_main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m legato_pl sample", description=__doc__)
     p.add_argument("--base_model", required=True, help="base model directory (diffusers pipeline + identities.json)")
     p.add_argument("--identities", required=True, nargs="+", help="person names, as in identities.json")
-    p.add_argument("--adapters", help="adapter directory written by fit (omit for the base model only)")
+    p.add_argument("--adapters", help="directory written by fit, any method (omit for the base model only)")
     p.add_argument("--previous_adapters", nargs="+", default=[],
                    help="adapters of earlier requests (fit with model.previous_adapters), applied at strength 1")
     p.add_argument("--strengths", type=float, nargs="+", default=[0.0, 1.0])

@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
-from conftest import randomize_, tiny_condition_unet, tiny_unet
 
 from legato_pl import LegatoInputError, ODEAdapterConfig, attach_adapters, load_adapters, save_adapters
 from legato_pl.adapters.layer import ODEAdapter, time_grid
+
+from conftest import randomize_, tiny_condition_unet, tiny_unet
 
 
 def _inputs(unet, seed: int = 0):
@@ -190,12 +191,17 @@ def test_save_load_round_trip(tmp_path):
     randomize_(adapters)
     trained = _out(unet, inputs)
     save_adapters(adapters, tmp_path / "run")
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"adapter_config.json", "adapters.safetensors"}
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"ode_adapters.json", "adapters.safetensors"}
     fresh = tiny_unet()
     loaded = load_adapters(fresh, tmp_path / "run", strength=1.0)
     assert torch.equal(_out(fresh, inputs), trained)
     loaded.strength = 0.0
     assert torch.equal(_out(fresh, inputs), _out(tiny_unet(), inputs))
+    # directories of legato_pl <= 0.1 named the config adapter_config.json (peft's name): they still load
+    (tmp_path / "run" / "ode_adapters.json").rename(tmp_path / "run" / "adapter_config.json")
+    legacy = tiny_unet()
+    load_adapters(legacy, tmp_path / "run")
+    assert torch.equal(_out(legacy, inputs), trained)
 
 
 def test_loading_onto_mismatched_unet_names_the_stage(tmp_path):

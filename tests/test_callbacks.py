@@ -9,7 +9,6 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from conftest import randomize_, run_legato
 from nbclient import NotebookClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -17,6 +16,8 @@ from legato_pl import ODEAdapterConfig, attach_adapters
 from legato_pl.cli import run as run_cli
 from legato_pl.models import load_base_model
 from legato_pl.sampling import sample
+
+from conftest import randomize_, run_legato
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
@@ -106,9 +107,9 @@ def test_callbacks_package_exports_functions_not_submodules():
 @pytest.mark.parametrize("t_end, step, expected", [(1.6, 0.4, [0.0, 0.25, 0.5, 0.75, 1.0]), (1.0, 0.4, [0.0, 0.4, 0.8, 1.0])])
 def test_strength_grid_follows_the_ode_time_grid(t_end, step, expected):
     """With t_end not a multiple of step_size the solver's last step is shorter; the sweep has the same points."""
-    from conftest import tiny_unet
-
     from legato_pl.evaluation import strength_grid
+
+    from conftest import tiny_unet
 
     adapters = attach_adapters(tiny_unet(), ODEAdapterConfig(hidden=4, t_end=t_end, step_size=step))
     assert strength_grid(adapters) == pytest.approx(expected)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
-from test_unlearning import _batch
 
+from legato_pl.methods import load_method
 from legato_pl.models import UnlearningModule, load_base_model
-from legato_pl.models.methods import load_method_weights
+
+from test_unlearning import _batch
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -46,19 +50,29 @@ def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
         assert "class_embedding.weight" in changed  # GUIDE-style: the full model trains its class embedding too
         teacher = module.method.frozen_teacher.state_dict()
         assert all(torch.equal(teacher[k], base[k]) for k in base)  # the teacher copy stays the base
-    module.method.save(tmp_path / "out")
-    # the saved artifact reproduces the trained student on a fresh base UNet
-    fresh = load_method_weights(load_base_model(tiny_base_dir).unet, method, tmp_path / "out")
+    module.method.save(tmp_path / "out", base_model=str(tiny_base_dir))
+    meta = json.loads((tmp_path / "out" / "legato_method.json").read_text())
+    assert meta["method"] == method and meta["base_model"]["path"] == str(tiny_base_dir)
+    # the saved artifact, whatever the method, reproduces the trained student on a fresh base UNet
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2])
+    fresh_unet = load_base_model(tiny_base_dir).unet
+    loaded = load_method(fresh_unet, tmp_path / "out")
+    assert type(loaded) is type(module.method) and not any(p.requires_grad for p in fresh_unet.parameters())
     with torch.no_grad():
         trained = module.unet(x, t, class_labels=y).sample
-        torch.testing.assert_close(fresh(x, t, class_labels=y).sample, trained)
-        # the strength knob of every method: 0 is the base model exactly, 0.5 lies between
+        torch.testing.assert_close(fresh_unet(x, t, class_labels=y).sample, trained)
+        # the strength knob of every method: 0 is the base model exactly, 0.5 lies between, 1 is back
         base_out = load_base_model(tiny_base_dir).unet(x, t, class_labels=y).sample
-        at = {s: load_method_weights(load_base_model(tiny_base_dir).unet, method, tmp_path / "out", strength=s)(
-            x, t, class_labels=y).sample for s in (0.0, 0.5)}
+        at = {}
+        for s in (0.0, 0.5, 1.0):
+            loaded.strength = s
+            at[s] = fresh_unet(x, t, class_labels=y).sample
+        with module.method.at_strength(0.0):  # the same knob on the training module, restored after
+            assert torch.equal(module.unet(x, t, class_labels=y).sample, base_out)
+        assert torch.equal(module.unet(x, t, class_labels=y).sample, trained)
     assert torch.equal(at[0.0], base_out)
     assert 0 < (at[0.5] - base_out).abs().mean() < (trained - base_out).abs().mean()
+    torch.testing.assert_close(at[1.0], trained)
 
 
 def test_unknown_method_is_refused(tiny_base_dir):
@@ -67,9 +81,9 @@ def test_unknown_method_is_refused(tiny_base_dir):
 
 
 def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_dir, tmp_path):
-    from conftest import randomize_
-
     from legato_pl import ODEAdapterConfig, attach_adapters, load_adapters, save_adapters
+
+    from conftest import randomize_
 
     first = attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=8))
     randomize_(first, scale=0.2)  # a first request's trained adapters
@@ -98,5 +112,30 @@ def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_
                           strengths=[0.0, 1.0])
     first_only = sample_grid(**grid, adapters=str(tmp_path / "first"), strengths=[1.0])
     assert torch.equal(stacked[0], first_only[0]) and not torch.equal(stacked[1], first_only[0])
-    with pytest.raises(ValueError, match="previous_adapters stack ODE adapters"):
+    with pytest.raises(ValueError, match="cannot train on top"):
         UnlearningModule(str(tiny_base_dir), method="lora", previous_adapters=[str(tmp_path / "first")])
+
+
+def test_a_new_method_is_one_file(tiny_base_dir, tmp_path):
+    """The README's example method: subclassing registers it; the module trains it, saves and reloads it."""
+    import importlib.util
+
+    source = Path(__file__).parent / "example_method.py"
+    block = source.read_text()[source.read_text().index("class BiasOnly"):].strip()
+    assert block in (Path(__file__).parents[1] / "README.md").read_text()  # the README shows this very file
+    spec = importlib.util.spec_from_file_location("bias_only", source)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    module = UnlearningModule(str(tiny_base_dir), method="bias_only", lr=1e-2)
+    assert isinstance(module.method, example.BiasOnly)
+    _train(module, steps=2)
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2])
+    with torch.no_grad():
+        trained = module.unet(x, t, class_labels=y).sample
+        module.method.save(tmp_path / "out")
+        fresh = load_base_model(tiny_base_dir).unet
+        loaded = load_method(fresh, tmp_path / "out", strength=0.0)
+        assert torch.equal(fresh(x, t, class_labels=y).sample, load_base_model(tiny_base_dir).unet(
+            x, t, class_labels=y).sample)
+        loaded.strength = 1.0
+        torch.testing.assert_close(fresh(x, t, class_labels=y).sample, trained)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_
 from safetensors.torch import load_file
 
 from legato_pl import load_adapters
 from legato_pl.cli import run
 from legato_pl.data import IdentityDataModule
 from legato_pl.models import UnlearningModule, load_base_model
+
+from conftest import randomize_
 
 TINY = str(Path(__file__).parent / "configs" / "tiny_unlearn.yaml")
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def test_cli_fit_end_to_end(tiny_base_dir, tmp_path):
     cli = _fit(tiny_base_dir, tmp_path)
     run = Path(cli.trainer.log_dir)
     assert list(run.glob("events.out.tfevents.*"))
-    assert {p.name for p in (run / "adapters").iterdir()} == {"adapter_config.json", "adapters.safetensors"}
+    assert {p.name for p in (run / "adapters").iterdir()} == {"ode_adapters.json", "adapters.safetensors", "legato_method.json"}
     # the frozen base is bit-identical after training
     fresh = load_base_model(tiny_base_dir).unet.state_dict()
     trained = cli.model.unet.state_dict()
@@ -104,9 +105,7 @@ def test_cli_fit_end_to_end(tiny_base_dir, tmp_path):
      "'person_05' is not a class of the base model"),
     (["--data.init_args.image_size", "15"], "image_size 15 must be a multiple of 2"),
     (["--model.init_args.forget_target", "sideways"], "forget_target"),
-    # the ForgettingCurve checks itself in setup, before training, not at its first sweep after it
-    (["--model.init_args.method", "lora", "--trainer.callbacks+=legato_pl.callbacks.ForgettingCurve"],
-     "ForgettingCurve sweeps ODE adapter strength"),
+    # the ForgettingCurve checks itself before training, not at its first sweep after it
     (['--trainer.callbacks+={"class_path": "legato_pl.callbacks.ForgettingCurve", "init_args": {"encoder": "nope"}}'],
      "unknown encoder 'nope'"),
     (["--data", "lightning.pytorch.demos.boring_classes.BoringDataModule"], "needs a datamodule with class_names"),

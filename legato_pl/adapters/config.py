@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-
 STAGE_PRESETS = ("up", "down", "mid", "all")
 CONDITIONS = ("none", "timestep", "embedding")
 # torchdiffeq's public odeint rejects unknown names with the list below; mirrored here to fail at config time
@@ -66,7 +65,7 @@ class ODEAdapterConfig:
             raise ValueError(f"step_size ({self.step_size}) must not exceed t_end ({self.t_end})")
 
     @classmethod
-    def paper(cls, **overrides: Any) -> "ODEAdapterConfig":
+    def paper(cls, **overrides: Any) -> ODEAdapterConfig:
         """The LEGATO paper's adapter: 1x1 field of width 256 seeing only h, Euler 0 -> 1.6 step 0.4."""
         return cls(**{"hidden": 256, "condition": "none", "kernel_size": 1, "t_end": 1.6, "step_size": 0.4,
                       "method": "euler", **overrides})
@@ -75,7 +74,7 @@ class ODEAdapterConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ODEAdapterConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ODEAdapterConfig:
         data = dict(data)
         if "timestep_conditioning" in data:  # format of legato_pl <= 0.1
             data["condition"] = "timestep" if data.pop("timestep_conditioning") else "none"

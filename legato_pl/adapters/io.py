@@ -1,4 +1,7 @@
-"""Adapter-only artifacts: ``adapter_config.json`` + ``adapters.safetensors``."""
+"""Adapter-only artifacts: ``ode_adapters.json`` + ``adapters.safetensors``.
+
+(legato_pl <= 0.1 wrote the config as ``adapter_config.json``, peft's file name for another schema; such
+directories still load.)"""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from legato_pl.adapters.config import ODEAdapterConfig
 from legato_pl.adapters.model import ODEAdapters, embedding_width, follow_unet, resolve_stages
 from legato_pl.errors import LegatoInputError
 
-CONFIG_NAME = "adapter_config.json"
+CONFIG_NAME = "ode_adapters.json"
+LEGACY_CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapters.safetensors"
 FORMAT_VERSION = 1
 
@@ -41,11 +45,23 @@ def save_adapters(adapters: ODEAdapters, path: str | os.PathLike) -> Path:
     return path
 
 
+def _config_file(path: Path) -> Path | None:
+    for name in (CONFIG_NAME, LEGACY_CONFIG_NAME):
+        if (path / name).is_file() and (path / WEIGHTS_NAME).is_file():
+            return path / name
+    return None
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    """``path`` holds ODE adapters written by :func:`save_adapters`."""
+    return _config_file(Path(path)) is not None
+
+
 def read_adapter_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+    config = _config_file(Path(path))
+    if config is None:
         raise LegatoInputError(f"{path} is not an adapter directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-    return json.loads((path / CONFIG_NAME).read_text())
+    return json.loads(config.read_text())
 
 
 def load_adapters(unet: nn.Module, path: str | os.PathLike, strength: float = 1.0) -> ODEAdapters:
@@ -77,4 +93,4 @@ def load_adapters(unet: nn.Module, path: str | os.PathLike, strength: float = 1.
     return adapters
 
 
-__all__ = ["save_adapters", "load_adapters", "read_adapter_config", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["save_adapters", "load_adapters", "read_adapter_config", "is_adapter_dir", "CONFIG_NAME", "WEIGHTS_NAME"]

@@ -9,7 +9,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from legato_pl.adapters.config import FIXED_GRID_METHODS, ODEAdapterConfig
+from legato_pl.adapters.config import ODEAdapterConfig
 
 TIMESTEP_EMBED_DIM = 64
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from legato_pl.adapters.config import ODEAdapterConfig
-from legato_pl.adapters.layer import ODEAdapter
+from legato_pl.adapters.layer import ODEAdapter, time_grid
 from legato_pl.errors import LegatoInputError
 
 
@@ -159,6 +159,12 @@ class ODEAdapters(nn.Module):
             yield
         finally:
             self._strength = previous
+
+    def strength_grid(self) -> list[float]:
+        """Strengths at the points of the solver's time grid (0, .25, .5, .75, 1 for the paper's solver;
+        with ``t_end`` not a multiple of ``step_size`` the last, shorter step ends at 1)."""
+        cfg = self.config
+        return [round(t / cfg.t_end, 6) for t in time_grid(cfg.t_end, cfg.step_size)]
 
     def trajectory_states(self) -> dict[str, Tensor]:
         """States ``[steps + 1, B, C, H, W]`` visited by each adapter in the last adapted forward."""

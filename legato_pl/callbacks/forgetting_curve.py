@@ -1,4 +1,4 @@
-"""ForgettingCurve: sweep adapter strength over the ODE steps, compute metrics, log to TensorBoard."""
+"""ForgettingCurve: sweep the method's strength (the ODE steps for ODE adapters), compute metrics, log."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from legato_pl.metrics.encoders import ENCODER_NAMES
 class ForgettingCurve(pl.Callback):
     """Every ``every_n_val_epochs`` validation epochs (sanity check excluded), every ``every_n_steps``
     training steps (0 disables either) and at the end of fit, sample the forget identities and
-    ``num_retain`` retain identities at each strength of the ODE grid (fixed seeds), compute the
+    ``num_retain`` retain identities at each strength of the method's grid (the ODE grid for ODE
+    adapters; 0, .25, ..., 1 for the others) from fixed seeds, compute the
     evaluation metrics against the held-out real photos, and log:
 
     - ``curve/<metric>/strength_<s>`` scalars, a ``curve/figure`` of every metric against strength,
@@ -78,8 +79,6 @@ class ForgettingCurve(pl.Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check everything the sweep needs before training starts (not at the first sweep, after it)."""
-        if getattr(pl_module, "adapters", None) is None:
-            raise LegatoInputError("ForgettingCurve sweeps ODE adapter strength: use method legato or residual")
         dm = trainer.datamodule
         if dm is None or not all(hasattr(dm, k) for k in ("forget", "retain", "class_names", "data")):
             raise LegatoInputError("ForgettingCurve needs an IdentityDataModule (forget/retain names, held-out photos)")
@@ -93,7 +92,7 @@ class ForgettingCurve(pl.Callback):
         seeds = (self.settings.seed + rows).tolist()
         was_training = module.training
         module.eval()
-        curve = strength_curve(module.unet, module.scheduler, module.adapters, labels[rows], module.null_class,
+        curve = strength_curve(module.unet, module.scheduler, module.method, labels[rows], module.null_class,
                                self._metrics, self.strengths, self.settings, seeds=seeds)
         module.train(was_training)
         self.last, self._last_step = curve, trainer.global_step
@@ -143,7 +142,7 @@ class ForgettingCurve(pl.Callback):
 def sample_grid(curve: StrengthCurve, people: list[int], per_person: int = 2) -> torch.Tensor:
     """Rows = strengths; columns = ``per_person`` samples of each identity (that this rank sampled)."""
     cols = []
-    for s, images in curve.samples.items():
+    for images in curve.samples.values():
         row = [images[curve.labels == c][:per_person] for c in people]
         cols.append(torch.cat([r for r in row if len(r)]))
     return make_grid(torch.cat(cols) * 0.5 + 0.5, nrow=len(cols[0])).clamp(0, 1)

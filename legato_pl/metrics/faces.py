@@ -12,7 +12,7 @@ from legato_pl.metrics.encoders import check_images
 from legato_pl.metrics.identity import _MeanMetric
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_mtcnn(device: str = "cpu"):
     """facenet-pytorch's MTCNN (single-face mode), built once per device."""
     from facenet_pytorch import MTCNN

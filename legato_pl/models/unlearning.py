@@ -13,10 +13,16 @@ from typing_extensions import override
 
 from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, load_adapters
 from legato_pl.errors import LegatoInputError
+from legato_pl.methods import UnlearningMethod, method_class
 from legato_pl.models.base import downsampling_factor, load_base_model, predict_noise
 from legato_pl.models.diffusion import add_noise, step_generator
-from legato_pl.models.methods import METHODS, build_method
-from legato_pl.objectives import FORGET_TARGETS, adjacent_embeddings, forget_target, preservation, trajectory_consistency
+from legato_pl.objectives import (
+    FORGET_TARGETS,
+    adjacent_embeddings,
+    forget_target,
+    preservation,
+    trajectory_consistency,
+)
 
 VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10**9 + i: never a training step
 
@@ -34,8 +40,9 @@ class UnlearningModule(pl.LightningModule):
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         output_dir: where adapters are written at the end of fit (default ``<log_dir>/adapters``).
         seed: seeds the per-step noise, timesteps and adjacency draws (a function of seed, step, rank).
-        method: what trains: ``legato`` (ODE adapters), ``residual`` (one residual adapter step),
-            ``lora`` (peft LoRA, rank ``lora_rank``), ``full`` (the whole UNet; a frozen teacher copy).
+        method: the name of a registered :class:`~legato_pl.methods.UnlearningMethod`: ``legato`` (ODE
+            adapters, configured by ``adapter``), ``residual`` (one residual adapter step), ``lora`` (peft
+            LoRA, rank ``lora_rank``), ``full`` (the whole UNet; a frozen teacher copy), or your own.
         previous_adapters: adapter directories of earlier removal requests. They are loaded at
             strength 1 and frozen, so base + previous adapters is the new teacher and the new adapters
             train on top of them (``legato`` / ``residual`` only). At inference load them in the same order.
@@ -71,28 +78,26 @@ class UnlearningModule(pl.LightningModule):
             raise LegatoInputError(
                 f"{base_model} has an unconditional UNet; UnlearningModule needs class-conditional identities"
             )
-        if method not in METHODS:
-            raise LegatoInputError(f"method must be one of {METHODS}, got {method!r}")
+        method_cls = method_class(method)
         self.unet = base.unet.requires_grad_(False).eval()
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
-        if previous_adapters and method not in ("legato", "residual"):
-            raise LegatoInputError(f"previous_adapters stack ODE adapters: use method legato or residual, not {method!r}")
+        if previous_adapters and not method_cls.stackable:
+            raise LegatoInputError(f"previous_adapters stack ODE adapters: method {method!r} cannot train on top of them")
         # earlier requests first: their hooks run before the new adapters' on every stage
         self.previous_adapters = nn.ModuleList(
             load_adapters(self.unet, path).requires_grad_(False) for path in previous_adapters or []
         )
-        if isinstance(adapter, dict):  # convenience for Python callers; the CLI passes the dataclass
-            adapter = ODEAdapterConfig.from_dict(adapter)
-        self.method = build_method(method, self.unet, adapter or ODEAdapterConfig(), lora_rank)
+        self.method: UnlearningMethod = method_cls.create(self.unet, adapter=adapter, lora_rank=lora_rank)
         self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
         self.strict_loading = False  # checkpoints hold the trainable state only
 
     @property
     def adapters(self) -> ODEAdapters | None:
-        """The ODE adapters and their strength knob (``legato`` / ``residual``; None otherwise)."""
-        return self.method.ode_adapters
+        """The ODE adapters of ODE methods (``legato`` / ``residual``); None otherwise. Every method's
+        strength knob is ``self.method.strength``."""
+        return getattr(self.method, "adapters", None)
 
     # setup -----------------------------------------------------------------------------------
     @override
@@ -253,7 +258,7 @@ class UnlearningModule(pl.LightningModule):
     @override
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = self.method.save(self.adapter_dir)
+            path = self.method.save(self.adapter_dir, base_model=str(self.hparams.base_model))
             rank_zero_info(f"{self.hparams.method} weights written to {path}")
 
 

@@ -1,0 +1,9 @@
+"""Unlearning methods as plug-ins: one file each; any registered method trains, sweeps, saves and loads alike."""
+
+from legato_pl.methods.base import METHOD_FILE, UnlearningMethod, load_method, method_class, unet_fingerprint
+from legato_pl.methods.full import Full
+from legato_pl.methods.legato import Legato, Residual
+from legato_pl.methods.lora import LoRA
+
+__all__ = ["METHOD_FILE", "Full", "Legato", "LoRA", "Residual", "UnlearningMethod", "load_method", "method_class",
+           "unet_fingerprint"]

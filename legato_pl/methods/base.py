@@ -1,0 +1,179 @@
+"""The method plug-in interface and the self-describing artifact every method writes.
+
+A method decides what trains on top of the frozen base UNet. Subclass :class:`UnlearningMethod`,
+give it a ``name`` and it is registered: ``UnlearningModule(method=NAME)``, the strength sweeps,
+``python -m legato_pl sample`` and the benchmarks then work with it without knowing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from legato_pl.errors import LegatoInputError
+
+METHOD_FILE = "legato_method.json"
+FORMAT = "legato_pl.method"
+FORMAT_VERSION = 2
+DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_REGISTRY: dict[str, type[UnlearningMethod]] = {}
+
+
+def unet_fingerprint(unet: nn.Module) -> str:
+    """A short hash of the UNet's architecture config (private ``_`` keys left out)."""
+    config = {k: v for k, v in dict(getattr(unet, "config", {})).items() if not k.startswith("_")}
+    blob = json.dumps({"class": type(unet).__name__, **config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class UnlearningMethod(nn.Module):
+    """What an unlearning run trains, and the strength knob of the trained result.
+
+    Subclasses implement :meth:`create` (attach to a UNet for training), :meth:`teacher`,
+    :meth:`set_strength` (0 = the base model exactly), :meth:`save_weights` and :meth:`load_weights`.
+    The UNet is referenced, never owned: it is not in this module's state.
+    """
+
+    name: ClassVar[str] = ""
+    stackable: ClassVar[bool] = False  # a later request may train on top of this one (frozen, at strength 1)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            _REGISTRY[cls.name] = cls
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_unet", unet)
+        self._strength = 1.0
+
+    # building and training ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, unet: nn.Module, **options: Any) -> UnlearningMethod:
+        """Attach a fresh, trainable instance to ``unet``; ``options`` are the run's (take what you need)."""
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """JSON-able settings that :meth:`create` needs to rebuild this method (saved in the artifact)."""
+        return {}
+
+    @contextmanager
+    def teacher(self) -> Iterator[nn.Module]:
+        """The frozen teacher network (the base, plus anything earlier requests added)."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self._unet.parameters() if p.requires_grad] + [p for p in self.parameters() if p.requires_grad]
+
+    def trajectory_states(self) -> dict[str, Tensor]:
+        return {}
+
+    # the strength knob ----------------------------------------------------------------------------
+    @property
+    def strength(self) -> float:
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise LegatoInputError(f"strength must be in [0, 1], got {value}")
+        self.set_strength(value)
+        self._strength = value
+
+    def set_strength(self, value: float) -> None:
+        """Apply strength ``value`` in [0, 1] to the UNet: 0 is the base model exactly, 1 the trained one."""
+        raise NotImplementedError
+
+    @contextmanager
+    def at_strength(self, value: float) -> Iterator[None]:
+        previous = self.strength
+        self.strength = value
+        try:
+            yield
+        finally:
+            self.strength = previous
+
+    def strength_grid(self) -> list[float]:
+        """Strengths a sweep visits by default."""
+        return list(DEFAULT_STRENGTHS)
+
+    # artifact -------------------------------------------------------------------------------------
+    def save_weights(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def load_weights(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def save(self, path: str | Path, base_model: str | None = None) -> Path:
+        """Write the weights and ``legato_method.json`` (kind, options, base UNet, version) into ``path``."""
+        from legato_pl import __version__
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.save_weights(path)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": self.name,
+                "class": f"{type(self).__module__}:{type(self).__qualname__}", "options": self.options(),
+                "base_model": {"path": base_model, "unet_class": type(self._unet).__name__,
+                               "unet_fingerprint": unet_fingerprint(self._unet)},
+                "legato_pl_version": __version__}
+        (path / METHOD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+
+def method_class(name: str) -> type[UnlearningMethod]:
+    """The registered method called ``name``."""
+    import legato_pl.methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in _REGISTRY:
+        raise LegatoInputError(f"method must be one of {tuple(_REGISTRY)}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def read_method_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if (path / METHOD_FILE).is_file():
+        return json.loads((path / METHOD_FILE).read_text())
+    from legato_pl.adapters.io import is_adapter_dir
+
+    if is_adapter_dir(path):  # ODE adapters written by save_adapters alone
+        return {"method": "legato", "options": {}}
+    raise LegatoInputError(f"{path} is not a legato_pl artifact (no {METHOD_FILE} and no ODE adapters)")
+
+
+def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> UnlearningMethod:
+    """Attach the artifact in ``path`` (any method) to ``unet`` at ``strength``: 0 is the base model exactly."""
+    meta = read_method_file(path)
+    import legato_pl.methods  # noqa: F401  (registers the built-in methods)
+
+    # a registered name first; else the class the artifact names (a plug-in not imported yet)
+    cls = _REGISTRY.get(meta["method"]) or _import_class(meta.get("class", meta["method"]))
+    saved = meta.get("base_model", {}).get("unet_fingerprint")
+    if saved and saved != unet_fingerprint(unet) and not cls.stackable:  # ODE adapters name the mismatching stage
+        raise LegatoInputError(f"{path} was trained on another UNet ({meta['base_model'].get('unet_class')} "
+                               f"{saved}), not on this {type(unet).__name__} {unet_fingerprint(unet)}")
+    method = cls.create(unet, **meta.get("options", {}))
+    method.load_weights(Path(path))
+    method.requires_grad_(False)
+    for p in method.trainable_parameters():
+        p.requires_grad_(False)
+    method.strength = strength
+    return method
+
+
+def _import_class(spec: str) -> type[UnlearningMethod]:
+    module, _, qualname = spec.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise LegatoInputError(f"method class {spec} cannot be imported; is its package installed?") from None
+    return obj

@@ -1,0 +1,71 @@
+"""LEGATO: Neural-ODE adapters on the frozen UNet; the teacher is the same UNet with the adapters off."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, attach_adapters, load_adapters, save_adapters
+from legato_pl.methods.base import UnlearningMethod
+
+
+class Legato(UnlearningMethod):
+    """ODE adapters after the configured UNet stages (``adapter``: an :class:`ODEAdapterConfig`).
+    Strength is the integration length; requests stack (earlier adapters frozen at strength 1)."""
+
+    name = "legato"
+    stackable = True
+
+    def __init__(self, unet: nn.Module, adapters: ODEAdapters):
+        super().__init__(unet)
+        self.adapters = adapters
+
+    @staticmethod
+    def adapter_config(adapter: ODEAdapterConfig | dict | None) -> ODEAdapterConfig:
+        if isinstance(adapter, dict):
+            return ODEAdapterConfig.from_dict(adapter)
+        return adapter or ODEAdapterConfig()
+
+    @classmethod
+    def create(cls, unet: nn.Module, adapter: ODEAdapterConfig | dict | None = None, **_: Any) -> Legato:
+        return cls(unet, attach_adapters(unet, cls.adapter_config(adapter)))
+
+    def options(self) -> dict[str, Any]:
+        return {"adapter": self.adapters.config.to_dict()}
+
+    @contextmanager
+    def teacher(self) -> Iterator[nn.Module]:
+        with self.adapters.disabled():
+            yield self._unet
+
+    def trajectory_states(self) -> dict[str, Tensor]:
+        return self.adapters.trajectory_states()
+
+    def set_strength(self, value: float) -> None:
+        self.adapters.strength = value
+
+    def strength_grid(self) -> list[float]:
+        return self.adapters.strength_grid()
+
+    def save_weights(self, path: Path) -> None:
+        save_adapters(self.adapters, path)
+
+    def load_weights(self, path: Path) -> None:
+        self.adapters.detach()  # replace the freshly attached adapters by the saved ones (stages checked by name)
+        self.adapters = load_adapters(self._unet, path)
+
+
+class Residual(Legato):
+    """The same adapter applied as one residual step ``h + t_end * f(h)`` (no ODE): the ablation of the solver."""
+
+    name = "residual"
+
+    @classmethod
+    def create(cls, unet: nn.Module, adapter: ODEAdapterConfig | dict | None = None, **_: Any) -> Residual:
+        config = cls.adapter_config(adapter)
+        return cls(unet, attach_adapters(unet, dataclasses.replace(config, method="euler", step_size=config.t_end)))

@@ -1,0 +1,72 @@
+"""LoRA baseline (peft) on the UNet's attention and ResNet convs; strength is peft's LoRA scale."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from legato_pl.errors import LegatoInputError
+from legato_pl.methods.base import UnlearningMethod
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
+WEIGHTS = "lora.safetensors"
+
+
+class LoRA(UnlearningMethod):
+    name = "lora"
+
+    def __init__(self, unet: nn.Module, rank: int = 4, targets: list[str] | None = None):
+        super().__init__(unet)
+        self.rank, self.targets = int(rank), list(targets or LORA_TARGETS)
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+            from peft.tuners.lora import LoraLayer
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise LegatoInputError("method 'lora' needs peft: pip install 'legato_pl[baselines]'") from None
+        inject_adapter_in_model(LoraConfig(r=self.rank, lora_alpha=self.rank, target_modules=self.targets), unet)
+        self._layers = [m for m in unet.modules() if isinstance(m, LoraLayer)]
+        if not self._layers:
+            raise LegatoInputError(f"LoRA found none of {self.targets} in {type(unet).__name__}")
+        for layer in self._layers:  # trainable: the LoRA factors, by structure
+            for name, p in layer.named_parameters():
+                p.requires_grad_(name.startswith(("lora_A", "lora_B")))
+
+    @classmethod
+    def create(cls, unet: nn.Module, lora_rank: int = 4, rank: int | None = None, targets: list[str] | None = None,
+               **_: Any) -> LoRA:
+        return cls(unet, rank if rank is not None else lora_rank, targets)
+
+    def options(self) -> dict[str, Any]:
+        return {"rank": self.rank, "targets": self.targets}
+
+    @contextmanager
+    def teacher(self) -> Iterator[nn.Module]:
+        for layer in self._layers:
+            layer.enable_adapters(False)
+        try:
+            yield self._unet
+        finally:
+            for layer in self._layers:
+                layer.enable_adapters(True)
+
+    def set_strength(self, value: float) -> None:
+        for layer in self._layers:  # scaling = value * alpha / r; 0 adds exactly nothing
+            for adapter in layer.active_adapters:
+                layer.set_scale(adapter, value)
+
+    def save_weights(self, path: Path) -> None:
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self._unet).items()}
+        save_file(state, str(path / WEIGHTS))
+
+    def load_weights(self, path: Path) -> None:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(self._unet, load_file(str(path / WEIGHTS)))
