@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from legato_pl.adapters.config import ODEAdapterConfig
 from legato_pl.adapters.layer import ODEAdapter, time_grid
 from legato_pl.errors import LegatoInputError
+from legato_pl.strength import StrengthKnob
 
 
 def _block_channels(unet: nn.Module) -> dict[str, int]:
@@ -76,8 +77,9 @@ def _key(stage: str) -> str:
     return stage.replace(".", "__")  # ModuleDict keys may not contain dots
 
 
-class ODEAdapters(nn.Module):
-    """The ODE adapters of one UNet. Holds only adapter parameters; the UNet is referenced, not owned."""
+class ODEAdapters(StrengthKnob, nn.Module):
+    """The ODE adapters of one UNet. Holds only adapter parameters; the UNet is referenced, not owned.
+    ``strength`` is the fraction of ``t_end`` integrated (0: the base model exactly)."""
 
     def __init__(self, unet: nn.Module, config: ODEAdapterConfig, stage_channels: dict[str, int]):
         super().__init__()
@@ -130,18 +132,6 @@ class ODEAdapters(nn.Module):
     def unet(self) -> nn.Module:
         return self._unet
 
-    @property
-    def strength(self) -> float:
-        """Fraction of ``t_end`` integrated: 0 is the base model exactly, 1 the trained adapters."""
-        return self._strength
-
-    @strength.setter
-    def strength(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise LegatoInputError(f"adapter strength must be in [0, 1], got {value}")
-        self._strength = value
-
     @contextmanager
     def disabled(self) -> Iterator[None]:
         """Run the same UNet without adapters (the frozen teacher)."""
@@ -150,15 +140,6 @@ class ODEAdapters(nn.Module):
             yield
         finally:
             self._enabled = previous
-
-    @contextmanager
-    def at_strength(self, value: float) -> Iterator[None]:
-        previous = self.strength
-        self.strength = value
-        try:
-            yield
-        finally:
-            self._strength = previous
 
     def strength_grid(self) -> list[float]:
         """Strengths at the points of the solver's time grid (0, .25, .5, .75, 1 for the paper's solver;

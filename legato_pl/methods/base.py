@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from legato_pl.errors import LegatoInputError
+from legato_pl.strength import StrengthKnob
 
 METHOD_FILE = "legato_method.json"
 FORMAT = "legato_pl.method"
@@ -33,7 +34,7 @@ def unet_fingerprint(unet: nn.Module) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class UnlearningMethod(nn.Module):
+class UnlearningMethod(StrengthKnob, nn.Module):
     """What an unlearning run trains, and the strength knob of the trained result.
 
     Subclasses implement :meth:`create` (attach to a UNet for training), :meth:`teacher`,
@@ -75,31 +76,13 @@ class UnlearningMethod(nn.Module):
     def trajectory_states(self) -> dict[str, Tensor]:
         return {}
 
-    # the strength knob ----------------------------------------------------------------------------
-    @property
-    def strength(self) -> float:
-        return self._strength
-
-    @strength.setter
-    def strength(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise LegatoInputError(f"strength must be in [0, 1], got {value}")
+    # the strength knob (``strength``, ``at_strength`` from StrengthKnob) -----------------------------
+    def _apply_strength(self, value: float) -> None:
         self.set_strength(value)
-        self._strength = value
 
     def set_strength(self, value: float) -> None:
         """Apply strength ``value`` in [0, 1] to the UNet: 0 is the base model exactly, 1 the trained one."""
         raise NotImplementedError
-
-    @contextmanager
-    def at_strength(self, value: float) -> Iterator[None]:
-        previous = self.strength
-        self.strength = value
-        try:
-            yield
-        finally:
-            self.strength = previous
 
     def strength_grid(self) -> list[float]:
         """Strengths a sweep visits by default."""
