@@ -101,9 +101,12 @@ def tradeoff_plot(per_identity: dict, path: Path) -> None:
         for method, r in result["methods"].items():
             curve = r["curve"]
             x, y = [c["FD_pre"] for c in curve], [c["acc_forget"] for c in curve]
-            xerr = [[c["FD_pre"] - c["FD_pre_ci"][0] for c in curve], [c["FD_pre_ci"][1] - c["FD_pre"] for c in curve]]
-            yerr = [[c["acc_forget"] - c["acc_forget_ci"][0] for c in curve],
-                    [c["acc_forget_ci"][1] - c["acc_forget"] for c in curve]]
+            # percentile intervals; a resampled Fréchet distance is biased upward, so its interval may lie
+            # above the point estimate: bars are clipped at the point rather than drawn negative
+            xerr = [[max(0.0, c["FD_pre"] - c["FD_pre_ci"][0]) for c in curve],
+                    [max(0.0, c["FD_pre_ci"][1] - c["FD_pre"]) for c in curve]]
+            yerr = [[max(0.0, c["acc_forget"] - c["acc_forget_ci"][0]) for c in curve],
+                    [max(0.0, c["acc_forget_ci"][1] - c["acc_forget"]) for c in curve]]
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=method)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("FD_pre on the other people (lower = better kept)", fontsize=8)
@@ -214,7 +217,9 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
     md = [f"# Methods compared on LFW ({a.steps} steps each, strength 1)", "", f"Command: `{out['command']}`", "",
           f"Different people's identity cosine (dlib centroids): {different_people:.3f}. A forget sample counts as"
           " *moved* when its before/after cosine is at or below it. Intervals: bootstrap 95% over samples;"
-          " overlapping intervals are a tie.", "", "## Cost", ""]
+          " overlapping intervals are a tie. FD_pre intervals are percentile intervals of the resampled"
+          " distance, which is biased upward (it can lie above the point estimate): compare them between methods.",
+          "", "## Cost", ""]
     md += markdown_table(["method", "trainable_params", "trainable_fraction", "seconds_per_step", "ratio_vs_full",
                           "peak_rss_mb"],
                          [[k, m["trainable_params"], m["trainable_fraction"], m["seconds_per_step"],
