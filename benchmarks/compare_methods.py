@@ -213,7 +213,7 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare_methods.json").write_text(json.dumps(out, indent=1) + "\n")
-    iv = lambda r, k: f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]"  # noqa: E731
+    iv = lambda r, k: f"{r[k]:.3g} [{r[k + '_ci'][0]:.3g}, {r[k + '_ci'][1]:.3g}]"  # noqa: E731
     md = [f"# Methods compared on LFW ({a.steps} steps each, strength 1)", "", f"Command: `{out['command']}`", "",
           f"Different people's identity cosine (dlib centroids): {different_people:.3f}. A forget sample counts as"
           " *moved* when its before/after cosine is at or below it. Intervals: bootstrap 95% over samples;"
