@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0],
                    help="evaluated strengths (0, the base, is always included)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per interval")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the results files from the cached evaluations under --work; fit and sample nothing")
     a = p.parse_args(argv)
     work, base_dir = Path(a.work), Path(a.base)
     base = load_base_model(base_dir)
@@ -137,7 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
     all_labels = torch.cat([torch.full((n,), c) for c, n in counts.items()])
     kwargs = dict(null_class=base.null_class, guidance_scale=a.guidance, num_inference_steps=a.steps_ddim)
     cache = work / "base_samples.pt"
-    if cache.is_file() and torch.equal(torch.load(cache)["labels"], all_labels):
+    if a.report_only:
+        before_all = None
+    elif cache.is_file() and torch.equal(torch.load(cache)["labels"], all_labels):
         before_all = torch.load(cache)["images"]
     else:
         t0 = time.perf_counter()
@@ -150,19 +154,22 @@ def main(argv: list[str] | None = None) -> dict:
     different_people = None
     unet_params = sum(p.numel() for p in unet.parameters())
     per_identity: dict[str, dict] = {}
+    out: dict = {}
     plan = [(name, f, m) for name, f in zip(a.forget, forget_ids) for m in a.methods]
     plan += [(a.forget[0], forget_ids[0], m) for m in a.ablations if m not in a.methods]
     for name, f, method in plan:
         # this person's samples, then --per-identity of every other person
         keep = torch.cat([torch.nonzero(all_labels == f).flatten()] +
                          [torch.nonzero(all_labels == c).flatten()[: a.per_identity] for c in counts if c != f])
-        labels, before = all_labels[keep], before_all[keep]
-        entry = per_identity.setdefault(name, {"methods": {}})
+        labels = all_labels[keep]
         run = work / name / method
         result_file = run / "eval.json"
         if result_file.is_file():
             result = json.loads(result_file.read_text())
+        elif a.report_only:
+            continue
         else:
+            before = before_all[keep]
             fit = (json.loads((run / "fit.json").read_text()) if (run / "fit.json").is_file()
                    else fit_unlearning(a, name, run, METHODS[method]))
             (run / "fit.json").write_text(json.dumps(fit) + "\n")
@@ -184,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "samples": {"forget": int((labels == f).sum()), "retain": int((labels != f).sum())}}
             result_file.write_text(json.dumps(result, indent=1) + "\n")
         different_people = result.get("different_people_cosine", different_people)
+        entry = per_identity.setdefault(name, {"methods": {}})
         entry["methods"][method] = result
         first = result["curve"][0]
         entry["base"] = {k: first[k] for k in ("acc_forget", "acc_forget_ci", "acc_retain", "acc_retain_ci")}
