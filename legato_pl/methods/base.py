@@ -111,11 +111,16 @@ class UnlearningMethod(StrengthKnob, nn.Module):
         return path
 
 
+def _registered() -> dict[str, type[UnlearningMethod]]:
+    """Every registered method by name, the built-in ones included."""
+    import legato_pl.methods  # noqa: F401  (importing the package registers the built-in methods)
+
+    return _REGISTRY
+
+
 def method_class(name: str) -> type[UnlearningMethod]:
     """The registered method called ``name``."""
-    import legato_pl.methods  # noqa: F401  (registers the built-in methods)
-
-    if name not in _REGISTRY:
+    if name not in _registered():
         raise LegatoInputError(f"method must be one of {tuple(_REGISTRY)}, got {name!r}")
     return _REGISTRY[name]
 
@@ -134,10 +139,8 @@ def read_method_file(path: str | Path) -> dict[str, Any]:
 def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> UnlearningMethod:
     """Attach the artifact in ``path`` (any method) to ``unet`` at ``strength``: 0 is the base model exactly."""
     meta = read_method_file(path)
-    import legato_pl.methods  # noqa: F401  (registers the built-in methods)
-
     # a registered name first; else the class the artifact names (a plug-in not imported yet)
-    cls = _REGISTRY.get(meta["method"]) or _import_class(meta.get("class", meta["method"]))
+    cls = _registered().get(meta["method"]) or _import_class(meta.get("class", meta["method"]))
     saved = meta.get("base_model", {}).get("unet_fingerprint")
     if saved and saved != unet_fingerprint(unet) and not cls.stackable:  # ODE adapters name the mismatching stage
         raise LegatoInputError(f"{path} was trained on another UNet ({meta['base_model'].get('unet_class')} "
