@@ -40,15 +40,16 @@ from harness import (
     markdown_table,
 )
 
+METHOD = "--model.init_args.method.class_path"  # LightningCLI selects the method class; shared init_args stay
+ADAPTER = "--model.init_args.method.init_args.adapter."  # the config's Legato adapter, one field changed
 METHODS = {
-    "legato": ["--model.init_args.method", "legato"],  # the config's default adapter
-    "legato_nocond": ["--model.init_args.method", "legato", "--model.init_args.adapter.condition", "none"],
-    "legato_paper": ["--model.init_args.method", "legato", "--model.init_args.adapter.condition", "none",
-                     "--model.init_args.adapter.hidden", "256"],
-    "legato_no_traj": ["--model.init_args.method", "legato", "--model.init_args.w_trajectory", "0"],
-    "residual": ["--model.init_args.method", "residual"],
-    "lora": ["--model.init_args.method", "lora"],
-    "full": ["--model.init_args.method", "full", "--model.init_args.lr", "1e-4"],
+    "legato": [],  # the config as it is
+    "legato_nocond": [ADAPTER + "condition", "none"],
+    "legato_paper": [ADAPTER + "condition", "none", ADAPTER + "hidden", "256"],
+    "legato_no_traj": ["--model.init_args.w_trajectory", "0"],
+    "residual": [METHOD, "legato_pl.methods.Residual"],
+    "lora": [METHOD, "legato_pl.methods.LoRA"],
+    "full": [METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
 }
 FORGET = ["George_W_Bush", "Tony_Blair", "Serena_Williams"]
 # per-sample values whose mean is the metric: (metric, row value, forget rows?)
@@ -66,6 +67,27 @@ def seeds_for(labels: torch.Tensor) -> list[int]:
         seeds.append(1000 * c + count.get(c, 0))
         count[c] = count.get(c, 0) + 1
     return seeds
+
+
+def base_samples(unet, scheduler, labels: torch.Tensor, cache: Path, **kwargs) -> torch.Tensor:
+    """Base samples for ``labels`` (seeds from :func:`seeds_for`); rows already in ``cache`` are reused by
+    seed, so a run with other forget people or sample counts samples only what it has not seen."""
+    seeds = seeds_for(labels)
+    have = torch.load(cache) if cache.is_file() else {"labels": labels[:0], "images": None}
+    have.setdefault("seeds", seeds_for(have["labels"]))
+    row = {seed: i for i, seed in enumerate(have["seeds"])}
+    missing = [i for i, seed in enumerate(seeds) if seed not in row]
+    if missing:
+        t0 = time.perf_counter()
+        new = sample(unet, scheduler, labels[missing], seeds=[seeds[i] for i in missing], **kwargs)
+        print(f"base samples: {len(missing)} in {time.perf_counter() - t0:.0f} s", flush=True)
+        images = new if have["images"] is None else torch.cat([have["images"], new])
+        have = {"labels": torch.cat([have["labels"], labels[missing]]), "images": images,
+                "seeds": have["seeds"] + [seeds[i] for i in missing]}
+        row = {seed: i for i, seed in enumerate(have["seeds"])}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(have, cache)
+    return have["images"][[row[seed] for seed in seeds]]
 
 
 def scores(metrics: UnlearningMetrics, before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor,
@@ -138,17 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     counts = {c: (a.forget_samples if c in forget_ids else a.per_identity) for c in range(len(names))}
     all_labels = torch.cat([torch.full((n,), c) for c, n in counts.items()])
     kwargs = dict(null_class=base.null_class, guidance_scale=a.guidance, num_inference_steps=a.steps_ddim)
-    cache = work / "base_samples.pt"
-    if a.report_only:
-        before_all = None
-    elif cache.is_file() and torch.equal(torch.load(cache)["labels"], all_labels):
-        before_all = torch.load(cache)["images"]
-    else:
-        t0 = time.perf_counter()
-        before_all = sample(unet, base.scheduler, all_labels, seeds=seeds_for(all_labels), **kwargs)
-        print(f"base samples: {len(all_labels)} in {time.perf_counter() - t0:.0f} s", flush=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"labels": all_labels, "images": before_all}, cache)
+    before_all = None if a.report_only else base_samples(unet, base.scheduler, all_labels, work / "base_samples.pt",
+                                                         **kwargs)
     encoder = load_encoder("dlib")
     real: dict[float, dict] = {}
     different_people = None

@@ -56,7 +56,7 @@ def worker(a: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     cfg = yaml.safe_load((REPO / "configs" / "legato_lfw.yaml").read_text())["model"]["init_args"]
-    module = UnlearningModule(a.base, adapter=cfg["adapter"], lr=cfg["lr"], w_trajectory=cfg["w_trajectory"],
+    module = UnlearningModule(a.base, method=cfg["method"], lr=cfg["lr"], w_trajectory=cfg["w_trajectory"],
                               w_adjacency=cfg["w_adjacency"])
     names = json.loads((Path(a.base) / "identities.json").read_text())
     dm = IdentityDataModule(forget=names[: a.forget_count], root=a.root, image_size=a.image_size,

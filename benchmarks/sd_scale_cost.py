@@ -18,6 +18,7 @@ solver (``legato_adjoint``). Writes benchmarks/results/sd_scale_cost.{json,md}.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -50,7 +51,7 @@ def worker(a: argparse.Namespace) -> dict:
     from diffusers import UNet2DConditionModel
 
     from legato_pl.adapters import ODEAdapterConfig
-    from legato_pl.methods import method_class
+    from legato_pl.methods import Legato, Residual, build_method
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
@@ -59,7 +60,8 @@ def worker(a: argparse.Namespace) -> dict:
     config = ODEAdapterConfig(**ADAPTER, stages=spec.get("stages", "up"), adjoint=spec.get("adjoint", False))
     if spec.get("checkpointing"):
         unet.enable_gradient_checkpointing()
-    method = method_class(name).create(unet, adapter=config, lora_rank=4)
+    ode = {"legato": Legato, "residual": Residual}.get(name)
+    method = build_method(functools.partial(ode, adapter=config) if ode else name, unet)
     params = method.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=1e-4)
     b = a.batch

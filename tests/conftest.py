@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -40,6 +41,14 @@ def tiny_condition_unet(seed: int = 0) -> UNet2DConditionModel:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=8, norm_num_groups=8, attention_head_dim=4,
     ).eval()
+
+
+def tiny(method: str = "legato"):
+    """``method`` for UnlearningModule: ODE methods with an 8-wide field, the others by name."""
+    from legato_pl.methods import Legato, Residual
+
+    ode = {"legato": Legato, "residual": Residual}.get(method)
+    return functools.partial(ode, adapter={"hidden": 8}) if ode else method
 
 
 def randomize_(module: torch.nn.Module, scale: float = 0.1, seed: int = 1) -> None:

@@ -11,7 +11,7 @@ from legato_pl.methods import UnlearningMethod
 
 
 class BiasOnly(UnlearningMethod):
-    name = "bias_only"  # the subclass is registered under this name: UnlearningModule(method="bias_only")
+    name = "bias_only"  # registered: method="bias_only", or by class_path like any class
 
     def __init__(self, unet: nn.Module):
         super().__init__(unet)
@@ -25,10 +25,6 @@ class BiasOnly(UnlearningMethod):
     @property
     def strength_scale(self) -> float:
         return self.strength if self._active else 0.0
-
-    @classmethod
-    def create(cls, unet: nn.Module, **options) -> "BiasOnly":
-        return cls(unet)
 
     @contextmanager
     def teacher(self):

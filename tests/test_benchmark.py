@@ -19,7 +19,7 @@ UNET = ("{block_out_channels: [16, 32], down_block_types: [DownBlock2D, AttnDown
 TINY_PRETRAIN = (f"--data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
                  f"--data.init_args.batch_size 8 --model.init_args.unet '{UNET}'")
 TINY_UNLEARN = (f"--data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
-                "--model.init_args.adapter.hidden 8 --data.init_args.batch_size 4")
+                "--model.init_args.method.init_args.adapter.hidden 8 --data.init_args.batch_size 4")
 
 
 @pytest.fixture(scope="module")

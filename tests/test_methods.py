@@ -11,6 +11,7 @@ import torch
 from legato_pl.methods import load_method
 from legato_pl.models import UnlearningModule, load_base_model
 
+from conftest import tiny
 from test_unlearning import _batch
 
 
@@ -29,7 +30,7 @@ def _train(module: UnlearningModule, steps: int) -> None:
 
 @pytest.mark.parametrize("method", ["legato", "residual", "lora", "full"])
 def test_method_trains_only_its_parameters(tiny_base_dir, tmp_path, method):
-    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8}, method=method, lr=1e-2,
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(method), lr=1e-2,
                               output_dir=str(tmp_path / "out"))
     base = load_base_model(tiny_base_dir).unet.state_dict()
     before = _snapshot(module.unet)
@@ -88,7 +89,7 @@ def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_
     first = attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=8))
     randomize_(first, scale=0.2)  # a first request's trained adapters
     save_adapters(first, tmp_path / "first")
-    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8}, lr=1e-2,
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), lr=1e-2,
                               previous_adapters=[str(tmp_path / "first")])
     reference = load_base_model(tiny_base_dir).unet.eval()
     load_adapters(reference, tmp_path / "first")  # base + first request, as deployed
@@ -139,3 +140,30 @@ def test_a_new_method_is_one_file(tiny_base_dir, tmp_path):
             x, t, class_labels=y).sample)
         loaded.strength = 1.0
         torch.testing.assert_close(fresh(x, t, class_labels=y).sample, trained)
+
+
+def test_lora_artifact_loads_in_plain_diffusers(tmp_path):
+    """The LoRA artifact is diffusers' own LoRA file: ``load_lora_adapter`` reproduces our student."""
+    from legato_pl.methods.lora import LORA_FILE, LoRA
+
+    from conftest import tiny_condition_unet
+
+    unet = tiny_condition_unet()
+    method = LoRA(unet, rank=2)
+    with torch.no_grad():  # a trained LoRA: B is zero at init
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    method.save(tmp_path / "lora")
+    assert (tmp_path / "lora" / LORA_FILE).is_file()
+    x, t, text = torch.randn(2, 4, 16, 16), torch.tensor([5, 500]), torch.randn(2, 3, 8)
+    plain = tiny_condition_unet()
+    with torch.no_grad():
+        base = plain(x, t, encoder_hidden_states=text).sample
+        plain.load_lora_adapter(str(tmp_path / "lora"), prefix="unet", weight_name=LORA_FILE)  # diffusers alone
+        expected = unet(x, t, encoder_hidden_states=text).sample
+        assert not torch.allclose(expected, base)
+        torch.testing.assert_close(plain(x, t, encoder_hidden_states=text).sample, expected)
+        ours = tiny_condition_unet()
+        load_method(ours, tmp_path / "lora")  # and our one loader reads it back
+        torch.testing.assert_close(ours(x, t, encoder_hidden_states=text).sample, expected)

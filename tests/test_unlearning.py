@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +16,10 @@ from safetensors.torch import load_file
 from legato_pl import load_adapters
 from legato_pl.cli import run
 from legato_pl.data import IdentityDataModule
+from legato_pl.methods import LoRA, method_spec
 from legato_pl.models import UnlearningModule, load_base_model
 
-from conftest import randomize_
+from conftest import randomize_, tiny
 
 TINY = str(Path(__file__).parent / "configs" / "tiny_unlearn.yaml")
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +42,7 @@ def test_each_loss_term_falls_when_trained(tiny_base_dir, term, target):
     weights = {f"w_{t}": float(t == term) for t in ("forget", "retain", "trajectory", "adjacency")}
     if term != "adjacency":
         weights["w_adjacency"] = 0.0
-    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8}, forget_target=target, **weights)
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target=target, **weights)
     randomize_(module.adapters, scale=0.2)  # so retain and trajectory do not start at exactly 0
     opt = torch.optim.Adam(module.adapters.parameters(), lr=1e-2)
     batch = _batch()
@@ -55,13 +58,13 @@ def test_each_loss_term_falls_when_trained(tiny_base_dir, term, target):
 
 
 def test_non_finite_loss_names_the_term(tiny_base_dir):
-    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8})
+    module = UnlearningModule(str(tiny_base_dir), method=tiny())
     with pytest.raises(FloatingPointError, match="'retain'"):
         module.total_loss({"forget": torch.tensor(1.0), "retain": torch.tensor(float("nan"))})
 
 
 def test_only_adapters_get_gradients_in_a_training_step(tiny_base_dir):
-    module = UnlearningModule(str(tiny_base_dir), adapter={"hidden": 8})
+    module = UnlearningModule(str(tiny_base_dir), method=tiny())
     module.total_loss(module.compute_losses(_batch())).backward()
     assert all(p.grad is None and not p.requires_grad for p in module.unet.parameters())
     assert all(p.grad is not None for p in module.adapters.parameters())
@@ -147,3 +150,27 @@ def test_cli_ddp_two_processes(tiny_base_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "adapters" / "adapters.safetensors").is_file()
     assert len(list(tmp_path.rglob("events.out.tfevents.*"))) == 1  # only rank 0 logs
+
+
+def test_cli_selects_the_method_by_class_path(tiny_base_dir, tmp_path):
+    """LightningCLI's own selection: class_path + init_args, no sibling options; hparams stay plain data."""
+    cli = _fit(tiny_base_dir, tmp_path, "--model.init_args.method.class_path", "legato_pl.methods.LoRA",
+               "--model.init_args.method.init_args.rank", "2", "--trainer.max_steps", "1")
+    assert isinstance(cli.model.method, LoRA) and cli.model.method.rank == 2
+    meta = json.loads((Path(cli.trainer.log_dir) / "adapters" / "legato_method.json").read_text())
+    assert meta["method"] == "lora" and meta["options"]["rank"] == 2
+    ckpt = torch.load(next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt")), weights_only=True)
+    assert ckpt["hyper_parameters"]["method"]["class_path"] == "legato_pl.methods.LoRA"
+    assert ckpt["hyper_parameters"]["method"]["init_args"]["rank"] == 2
+
+
+def test_method_accepts_name_class_partial_and_spec(tiny_base_dir):
+    specs = ["lora", LoRA, functools.partial(LoRA, rank=2), {"class_path": "legato_pl.methods.LoRA", "init_args": {"rank": 2}},
+             "legato_pl.methods.LoRA"]
+    ranks = [UnlearningModule(str(tiny_base_dir), method=spec).method.rank for spec in specs]
+    assert ranks == [4, 4, 2, 2, 4]
+    assert method_spec(UnlearningModule(str(tiny_base_dir), method=tiny()).method)["init_args"]["adapter"]["hidden"] == 8
+    with pytest.raises(ValueError, match="cannot be imported"):
+        UnlearningModule(str(tiny_base_dir), method={"class_path": "legato_pl.methods.Nope"})
+    with pytest.raises(ValueError, match="not an UnlearningMethod"):
+        UnlearningModule(str(tiny_base_dir), method=lambda unet: unet)

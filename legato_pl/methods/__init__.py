@@ -1,9 +1,18 @@
 """Unlearning methods as plug-ins: one file each; any registered method trains, sweeps, saves and loads alike."""
 
-from legato_pl.methods.base import METHOD_FILE, UnlearningMethod, load_method, method_class, unet_fingerprint
+from legato_pl.methods.base import (
+    METHOD_FILE,
+    MethodFactory,
+    UnlearningMethod,
+    build_method,
+    load_method,
+    method_class,
+    method_spec,
+    unet_fingerprint,
+)
 from legato_pl.methods.full import Full
 from legato_pl.methods.legato import Legato, Residual
 from legato_pl.methods.lora import LoRA
 
-__all__ = ["METHOD_FILE", "Full", "Legato", "LoRA", "Residual", "UnlearningMethod", "load_method", "method_class",
-           "unet_fingerprint"]
+__all__ = ["METHOD_FILE", "Full", "Legato", "LoRA", "MethodFactory", "Residual", "UnlearningMethod", "build_method",
+           "load_method", "method_class", "method_spec", "unet_fingerprint"]

@@ -1,16 +1,19 @@
 """The method plug-in interface and the self-describing artifact every method writes.
 
-A method decides what trains on top of the frozen base UNet. Subclass :class:`UnlearningMethod`,
-give it a ``name`` and it is registered: ``UnlearningModule(method=NAME)``, the strength sweeps,
-``python -m legato_pl sample`` and the benchmarks then work with it without knowing it.
+A method decides what trains on top of the frozen base UNet. Subclass :class:`UnlearningMethod` with
+an ``__init__(unet, **options)`` that attaches it; a config selects it the way LightningCLI selects an
+optimizer (``method: {class_path: my_pkg.MyMethod, init_args: {...}}``), and a ``name`` registers a
+short form (``method: lora``). The strength sweeps, ``python -m legato_pl sample`` and the
+benchmarks then work with it without knowing it: they read the artifact it saves.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,9 +40,10 @@ def unet_fingerprint(unet: nn.Module) -> str:
 class UnlearningMethod(StrengthKnob, nn.Module):
     """What an unlearning run trains, and the strength knob of the trained result.
 
-    Subclasses implement :meth:`create` (attach to a UNet for training), :meth:`teacher`,
-    :meth:`set_strength` (0 = the base model exactly), :meth:`save_weights` and :meth:`load_weights`.
-    The UNet is referenced, never owned: it is not in this module's state.
+    Subclasses implement ``__init__(unet, **options)`` (attach to the UNet, trainable), :meth:`teacher`,
+    :meth:`set_strength` (0 = the base model exactly), :meth:`save_weights` and :meth:`load_weights`,
+    and :meth:`options` when they take any. The UNet is referenced, never owned: it is not in this
+    module's state.
     """
 
     name: ClassVar[str] = ""
@@ -56,13 +60,8 @@ class UnlearningMethod(StrengthKnob, nn.Module):
         self._strength = 1.0
 
     # building and training ----------------------------------------------------------------------
-    @classmethod
-    def create(cls, unet: nn.Module, **options: Any) -> UnlearningMethod:
-        """Attach a fresh, trainable instance to ``unet``; ``options`` are the run's (take what you need)."""
-        raise NotImplementedError
-
     def options(self) -> dict[str, Any]:
-        """JSON-able settings that :meth:`create` needs to rebuild this method (saved in the artifact)."""
+        """JSON-able keyword arguments of ``__init__`` that rebuild this method (saved in the artifact)."""
         return {}
 
     @contextmanager
@@ -111,6 +110,9 @@ class UnlearningMethod(StrengthKnob, nn.Module):
         return path
 
 
+MethodFactory = Callable[[nn.Module], UnlearningMethod]  # a method class, or one with its options bound
+
+
 def _registered() -> dict[str, type[UnlearningMethod]]:
     """Every registered method by name, the built-in ones included."""
     import legato_pl.methods  # noqa: F401  (importing the package registers the built-in methods)
@@ -123,6 +125,30 @@ def method_class(name: str) -> type[UnlearningMethod]:
     if name not in _registered():
         raise LegatoInputError(f"method must be one of {tuple(_REGISTRY)}, got {name!r}")
     return _REGISTRY[name]
+
+
+def build_method(method: str | MethodFactory | dict[str, Any], unet: nn.Module) -> UnlearningMethod:
+    """Attach ``method`` to ``unet``: a registered name (default options), a factory taking the UNet (a
+    method class, ``functools.partial(LoRA, rank=8)``, what LightningCLI builds from a class_path), or
+    the plain ``{"class_path": ..., "init_args": {...}}`` that :func:`method_spec` writes."""
+    if isinstance(method, dict):
+        cls = _import_class(method.get("class_path", ""))
+        return build_method(functools.partial(cls, **method.get("init_args", {})), unet)
+    if isinstance(method, str):  # a registered name, or a class path given without init_args
+        factory = _import_class(method) if "." in method else method_class(method)
+    else:
+        factory = method
+    if not callable(factory):
+        raise LegatoInputError(f"method must be a registered name or a callable taking the UNet, got {method!r}")
+    built = factory(unet)
+    if not isinstance(built, UnlearningMethod):
+        raise LegatoInputError(f"method factory {method!r} returned {type(built).__name__}, not an UnlearningMethod")
+    return built
+
+
+def method_spec(method: UnlearningMethod) -> dict[str, Any]:
+    """``{"class_path", "init_args"}`` that rebuilds ``method`` (plain data, as in a LightningCLI config)."""
+    return {"class_path": f"{type(method).__module__}.{type(method).__qualname__}", "init_args": method.options()}
 
 
 def read_method_file(path: str | Path) -> dict[str, Any]:
@@ -145,7 +171,7 @@ def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> Unl
     if saved and saved != unet_fingerprint(unet) and not cls.stackable:  # ODE adapters name the mismatching stage
         raise LegatoInputError(f"{path} was trained on another UNet ({meta['base_model'].get('unet_class')} "
                                f"{saved}), not on this {type(unet).__name__} {unet_fingerprint(unet)}")
-    method = cls.create(unet, **meta.get("options", {}))
+    method = cls(unet, **meta.get("options", {}))
     method.load_weights(Path(path))
     method.requires_grad_(False)
     for p in method.trainable_parameters():
@@ -155,11 +181,12 @@ def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> Unl
 
 
 def _import_class(spec: str) -> type[UnlearningMethod]:
-    module, _, qualname = spec.partition(":")
+    """``package.module:Class`` or ``package.module.Class``."""
+    module, _, qualname = spec.partition(":") if ":" in spec else spec.rpartition(".")
     try:
         obj = importlib.import_module(module)
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, ValueError):
         raise LegatoInputError(f"method class {spec} cannot be imported; is its package installed?") from None
     return obj

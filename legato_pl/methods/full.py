@@ -9,7 +9,6 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -24,12 +23,7 @@ class Full(UnlearningMethod):
         super().__init__(unet)
         self.frozen_teacher = copy.deepcopy(unet).requires_grad_(False).eval()
         self._trained: dict[str, torch.Tensor] | None = None
-
-    @classmethod
-    def create(cls, unet: nn.Module, **_: Any) -> Full:
-        method = cls(unet)
         unet.requires_grad_(True)
-        return method
 
     @contextmanager
     def teacher(self) -> Iterator[nn.Module]:

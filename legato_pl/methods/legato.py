@@ -21,19 +21,16 @@ class Legato(UnlearningMethod):
     name = "legato"
     stackable = True
 
-    def __init__(self, unet: nn.Module, adapters: ODEAdapters):
+    def __init__(self, unet: nn.Module, adapter: ODEAdapterConfig | dict | None = None):
+        """``adapter``: the :class:`ODEAdapterConfig` (or its dict); default the paper's."""
         super().__init__(unet)
-        self.adapters = adapters
+        config = ODEAdapterConfig.from_dict(adapter) if isinstance(adapter, dict) else adapter or ODEAdapterConfig()
+        self.adapters: ODEAdapters = attach_adapters(unet, self.solver_config(config))
 
     @staticmethod
-    def adapter_config(adapter: ODEAdapterConfig | dict | None) -> ODEAdapterConfig:
-        if isinstance(adapter, dict):
-            return ODEAdapterConfig.from_dict(adapter)
-        return adapter or ODEAdapterConfig()
-
-    @classmethod
-    def create(cls, unet: nn.Module, adapter: ODEAdapterConfig | dict | None = None, **_: Any) -> Legato:
-        return cls(unet, attach_adapters(unet, cls.adapter_config(adapter)))
+    def solver_config(config: ODEAdapterConfig) -> ODEAdapterConfig:
+        """The adapter config this method integrates with (the ODE as configured)."""
+        return config
 
     def options(self) -> dict[str, Any]:
         return {"adapter": self.adapters.config.to_dict()}
@@ -65,7 +62,6 @@ class Residual(Legato):
 
     name = "residual"
 
-    @classmethod
-    def create(cls, unet: nn.Module, adapter: ODEAdapterConfig | dict | None = None, **_: Any) -> Residual:
-        config = cls.adapter_config(adapter)
-        return cls(unet, attach_adapters(unet, dataclasses.replace(config, method="euler", step_size=config.t_end)))
+    @staticmethod
+    def solver_config(config: ODEAdapterConfig) -> ODEAdapterConfig:
+        return dataclasses.replace(config, method="euler", step_size=config.t_end)

@@ -1,4 +1,10 @@
-"""LoRA baseline (peft) on the UNet's attention and ResNet convs; strength is peft's LoRA scale."""
+"""LoRA baseline (peft) on the UNet's attention and ResNet convs; strength is peft's LoRA scale.
+
+The weights are saved in diffusers' own LoRA file (``pytorch_lora_weights.safetensors``, ``unet.``
+prefix, the peft config as metadata), so a plain diffusers pipeline loads them:
+``pipe.load_lora_weights(artifact_dir)``, or on a UNet2DConditionModel
+``unet.load_lora_adapter(artifact_dir, prefix="unet", weight_name=LORA_FILE)``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,8 @@ from legato_pl.errors import LegatoInputError
 from legato_pl.methods.base import UnlearningMethod
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
-WEIGHTS = "lora.safetensors"
+LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name (what save_lora_weights writes)
+LEGACY_WEIGHTS = "lora.safetensors"  # peft's key layout, written before format 2
 
 
 class LoRA(UnlearningMethod):
@@ -35,11 +42,6 @@ class LoRA(UnlearningMethod):
             for name, p in layer.named_parameters():
                 p.requires_grad_(name.startswith(("lora_A", "lora_B")))
 
-    @classmethod
-    def create(cls, unet: nn.Module, lora_rank: int = 4, rank: int | None = None, targets: list[str] | None = None,
-               **_: Any) -> LoRA:
-        return cls(unet, rank if rank is not None else lora_rank, targets)
-
     def options(self) -> dict[str, Any]:
         return {"rank": self.rank, "targets": self.targets}
 
@@ -59,14 +61,26 @@ class LoRA(UnlearningMethod):
                 layer.set_scale(adapter, value)
 
     def save_weights(self, path: Path) -> None:
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
-        from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self._unet).items()}
-        save_file(state, str(path / WEIGHTS))
+        metadata = {"r": self.rank, "lora_alpha": self.rank, "target_modules": self.targets}
+        StableDiffusionPipeline.save_lora_weights(str(path), unet_lora_layers=convert_state_dict_to_diffusers(state),
+                                                  weight_name=LORA_FILE, unet_lora_adapter_metadata=metadata)
 
     def load_weights(self, path: Path) -> None:
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import convert_unet_state_dict_to_peft
         from peft.utils import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(self._unet, load_file(str(path / WEIGHTS)))
+        if (path / LEGACY_WEIGHTS).is_file():
+            state = load_file(str(path / LEGACY_WEIGHTS))
+        else:
+            state = StableDiffusionPipeline.lora_state_dict(str(path), weight_name=LORA_FILE)[0]
+            state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
+        result = set_peft_model_state_dict(self._unet, state)
+        if getattr(result, "unexpected_keys", None):
+            raise LegatoInputError(f"{path}: LoRA weights for modules this UNet does not have: {result.unexpected_keys[:3]}")

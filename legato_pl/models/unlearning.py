@@ -11,9 +11,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
-from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, load_adapters
+from legato_pl.adapters import ODEAdapters, load_adapters
 from legato_pl.errors import LegatoInputError
-from legato_pl.methods import UnlearningMethod, method_class
+from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, method_spec
 from legato_pl.models.base import downsampling_factor, load_base_model, predict_noise
 from legato_pl.models.diffusion import add_noise, step_generator
 from legato_pl.objectives import (
@@ -34,24 +34,28 @@ class UnlearningModule(pl.LightningModule):
 
     Args:
         base_model: a base model directory (diffusers pipeline + ``identities.json``).
-        adapter: ODE adapter settings (defaults: the paper's).
+        method: what trains, as LightningCLI selects an optimizer: a class_path with its init_args
+            (``{class_path: legato_pl.methods.LoRA, init_args: {rank: 8}}``), any callable that takes
+            the UNet and returns an :class:`~legato_pl.methods.UnlearningMethod` (a method class,
+            ``functools.partial(Legato, adapter=...)``), or a registered name with default options:
+            ``legato`` (ODE adapters; ``init_args.adapter`` is the :class:`~legato_pl.adapters.ODEAdapterConfig`),
+            ``residual`` (one residual adapter step), ``lora`` (peft LoRA), ``full`` (the whole UNet
+            against a frozen teacher copy), or your own.
         forget_target: ``anchor`` (match the null class) or ``negative`` (extrapolate away, weight ``eta``).
         w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
-        output_dir: where adapters are written at the end of fit (default ``<log_dir>/adapters``).
+        lr: AdamW learning rate of the method's trainable parameters.
+        output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
         seed: seeds the per-step noise, timesteps and adjacency draws (a function of seed, step, rank).
-        method: the name of a registered :class:`~legato_pl.methods.UnlearningMethod`: ``legato`` (ODE
-            adapters, configured by ``adapter``), ``residual`` (one residual adapter step), ``lora`` (peft
-            LoRA, rank ``lora_rank``), ``full`` (the whole UNet; a frozen teacher copy), or your own.
         previous_adapters: adapter directories of earlier removal requests. They are loaded at
-            strength 1 and frozen, so base + previous adapters is the new teacher and the new adapters
-            train on top of them (``legato`` / ``residual`` only). At inference load them in the same order.
+            strength 1 and frozen, so base + previous adapters is the new teacher and the new method
+            trains on top of them (stackable methods only). At inference load them in the same order.
     """
 
     def __init__(
         self,
         base_model: str,
-        adapter: ODEAdapterConfig | None = None,
+        method: str | MethodFactory = "legato",
         forget_target: str = "anchor",
         eta: float = 1.0,
         w_forget: float = 1.0,
@@ -62,8 +66,6 @@ class UnlearningModule(pl.LightningModule):
         lr: float = 1e-3,
         output_dir: str | None = None,
         seed: int = 0,
-        method: str = "legato",
-        lora_rank: int = 4,
         previous_adapters: list[str] | None = None,
     ):
         super().__init__()
@@ -78,20 +80,23 @@ class UnlearningModule(pl.LightningModule):
             raise LegatoInputError(
                 f"{base_model} has an unconditional UNet; UnlearningModule needs class-conditional identities"
             )
-        method_cls = method_class(method)
         self.unet = base.unet.requires_grad_(False).eval()
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
-        if previous_adapters and not method_cls.stackable:
-            raise LegatoInputError(f"previous_adapters stack ODE adapters: method {method!r} cannot train on top of them")
         # earlier requests first: their hooks run before the new adapters' on every stage
         self.previous_adapters = nn.ModuleList(
             load_adapters(self.unet, path).requires_grad_(False) for path in previous_adapters or []
         )
-        self.method: UnlearningMethod = method_cls.create(self.unet, adapter=adapter, lora_rank=lora_rank)
+        self.method: UnlearningMethod = build_method(method, self.unet)
+        if previous_adapters and not self.method.stackable:
+            raise LegatoInputError(f"previous_adapters stack ODE adapters: {self.method_label} cannot train on top of them")
         self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
         self.strict_loading = False  # checkpoints hold the trainable state only
+
+    @property
+    def method_label(self) -> str:
+        return self.method.name or type(self.method).__name__
 
     @property
     def adapters(self) -> ODEAdapters | None:
@@ -129,7 +134,7 @@ class UnlearningModule(pl.LightningModule):
         self.label_map = torch.tensor([index[n] for n in dm.class_names], device=self.device)
         trainable = sum(p.numel() for p in self.method.trainable_parameters())
         frozen = sum(p.numel() for p in self.unet.parameters() if not p.requires_grad)
-        rank_zero_info(f"{self.hparams.method}: trainable parameters {trainable:,}; frozen UNet parameters {frozen:,}")
+        rank_zero_info(f"{self.method_label}: trainable parameters {trainable:,}; frozen UNet parameters {frozen:,}")
 
     @override
     def train(self, mode: bool = True):
@@ -245,8 +250,8 @@ class UnlearningModule(pl.LightningModule):
         keep = {name for name, p in self.named_parameters() if p.requires_grad}  # trainable state only
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         hparams = checkpoint.get("hyper_parameters", {})
-        if isinstance(hparams.get("adapter"), ODEAdapterConfig):  # plain data, loadable with weights_only=True
-            hparams["adapter"] = hparams["adapter"].to_dict()
+        if not isinstance(hparams.get("method"), str | dict):  # plain data, loadable with weights_only=True
+            hparams["method"] = method_spec(self.method)
 
     @property
     def adapter_dir(self) -> Path:
@@ -259,6 +264,6 @@ class UnlearningModule(pl.LightningModule):
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
             path = self.method.save(self.adapter_dir, base_model=str(self.hparams.base_model))
-            rank_zero_info(f"{self.hparams.method} weights written to {path}")
+            rank_zero_info(f"{self.method_label} weights written to {path}")
 
 
