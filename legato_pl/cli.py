@@ -1,7 +1,8 @@
-"""``python -m legato_pl fit|validate|test|predict --config ...`` (LightningCLI) and ``sample``."""
+"""``python -m legato_pl fit|validate|test|predict --config ...`` (LightningCLI), ``sample``, ``audit``, ``merge``."""
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import sys
 
@@ -11,6 +12,9 @@ from lightning.pytorch.cli import LightningCLI
 
 from legato_pl.checkpoint import SafeCheckpointIO
 from legato_pl.errors import LegatoInputError
+
+SCRIPTS = {"sample": "legato_pl.sample_cli:sample_main", "audit": "legato_pl.audit.report:audit_main",
+           "merge": "legato_pl.merge:merge_main"}
 
 
 def _input_error(err: BaseException) -> LegatoInputError | None:
@@ -43,10 +47,9 @@ def run(args: list[str] | None = None) -> LightningCLI | None:
     """:func:`main`, returning the LightningCLI object (None for ``sample``)."""
     argv = sys.argv[1:] if args is None else list(args)
     try:
-        if argv[:1] == ["sample"]:
-            from legato_pl.sample_cli import sample_main
-
-            sample_main(argv[1:])
+        if argv[:1] and argv[0] in SCRIPTS:  # our own subcommands (argparse), beside LightningCLI's
+            module, function = SCRIPTS[argv[0]].split(":")
+            getattr(importlib.import_module(module), function)(argv[1:])
             return None
         return LegatoCLI(
             LightningModule,

@@ -12,6 +12,7 @@ from diffusers import DDIMScheduler, SchedulerMixin
 from torch import Tensor, nn
 
 from legato_pl.adapters import ODEAdapters
+from legato_pl.models.base import class_embedding_override
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
@@ -33,12 +34,18 @@ def sample(
     strength: float | None = None,
     batch_size: int = 64,
     seeds: list[int] | None = None,
+    embeddings: Tensor | None = None,
 ) -> Tensor:
-    """Images ``[N, C, H, W]`` in [-1, 1] for class ``labels`` (DDIM, eta 0, guidance toward the label)."""
+    """Images ``[N, C, H, W]`` in [-1, 1] for class ``labels`` (DDIM, eta 0, guidance toward the label).
+
+    ``embeddings`` ``[N, D]``, when given, replace the class-embedding rows of ``labels`` (a condition
+    that is no class, e.g. one found by an inversion attack); guidance still pushes away from the null class.
+    """
     if adapters is not None and strength is not None:
         with adapters.at_strength(strength):
             return sample(unet, scheduler, labels, null_class=null_class, guidance_scale=guidance_scale,
-                          num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, seeds=seeds)
+                          num_inference_steps=num_inference_steps, seed=seed, batch_size=batch_size, seeds=seeds,
+                          embeddings=embeddings)
     if seeds is None:
         seeds = list(range(seed, seed + len(labels)))
     elif len(seeds) != len(labels):
@@ -53,13 +60,23 @@ def sample(
         ddim = DDIMScheduler.from_config(scheduler.config)
         ddim.set_timesteps(num_inference_steps, device=device)
         guided = null_class is not None and guidance_scale != 1.0
+        rows = None if embeddings is None else embeddings[start : start + batch_size].to(device)
         for t in ddim.timesteps:
             if guided:
                 classes = torch.cat([y, torch.full_like(y, null_class)])
-                eps_c, eps_u = unet(torch.cat([x, x]), t, class_labels=classes).sample.chunk(2)
+                eps_c, eps_u = _predict(unet, torch.cat([x, x]), t, classes, rows).chunk(2)
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
             else:
-                eps = unet(x, t, class_labels=y if null_class is not None else None).sample
+                eps = _predict(unet, x, t, y if null_class is not None else None, rows)
             x = ddim.step(eps, t, x).prev_sample
         out.append(x.clamp(-1, 1).cpu())
     return torch.cat(out)
+
+
+def _predict(unet: nn.Module, x: Tensor, t: Tensor, classes: Tensor | None, rows: Tensor | None) -> Tensor:
+    """The UNet's noise prediction; the first ``len(rows)`` rows conditioned on ``rows`` when given."""
+    if rows is None:
+        return unet(x, t, class_labels=classes).sample
+    table = unet.class_embedding(classes)
+    with class_embedding_override(unet, torch.cat([rows.to(table.dtype), table[len(rows):]])):
+        return unet(x, t, class_labels=classes).sample

@@ -74,6 +74,39 @@ def tiny_base_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def drawing_base_dir(tmp_path_factory) -> Path:
+    """A tiny base *trained* on the synthetic person_00..03 at 16x16 (300 steps, ~10 s): it draws them, so
+    an attack that should recover a person can be seen to succeed or fail."""
+    from legato_pl.data import IdentityImages
+
+    torch.manual_seed(0)
+    data = IdentityImages(None, 16, 0.25, identities=TINY_IDENTITIES, num_synthetic_identities=4,
+                          synthetic_images_per_identity=16)
+    x = torch.cat([data.train[n] for n in data.names])
+    y = torch.cat([torch.full((len(data.train[n]),), i) for i, n in enumerate(data.names)])
+    unet, scheduler = tiny_unet(len(TINY_IDENTITIES) + 1), DDPMScheduler(num_train_timesteps=100)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=3e-3)
+    unet.train()
+    for _ in range(300):
+        idx = torch.randint(0, len(x), (16,))
+        labels = torch.where(torch.rand(16) < 0.1, len(TINY_IDENTITIES), y[idx])  # null class for guidance
+        noise, t = torch.randn(16, 3, 16, 16), torch.randint(0, 100, (16,))
+        loss = torch.nn.functional.mse_loss(unet(scheduler.add_noise(x[idx], noise, t), t, class_labels=labels).sample,
+                                            noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path = tmp_path_factory.mktemp("drawing_base")
+    save_base_model(path, unet.eval(), scheduler, TINY_IDENTITIES)
+    return path
+
+
+def pixel_encoder(images: torch.Tensor) -> torch.Tensor:
+    """A judge's encoder for the synthetic people (they differ in colours): 4x4 pooled pixels, L2-normalised."""
+    return torch.nn.functional.normalize(torch.nn.functional.avg_pool2d(images.float(), 4).flatten(1), dim=1)
+
+
 def run_legato(args: list[str], devices: int = 1, timeout: int = 900) -> subprocess.CompletedProcess:
     """``python -m legato_pl <args>`` in a fresh process (CPU DDP over ``devices`` processes when > 1)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}

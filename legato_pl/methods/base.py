@@ -70,7 +70,9 @@ class UnlearningMethod(StrengthKnob, nn.Module):
         raise NotImplementedError
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self._unet.parameters() if p.requires_grad] + [p for p in self.parameters() if p.requires_grad]
+        """What this method trains (by structure, whatever their ``requires_grad``): its own parameters
+        unless the method trains parameters that live in the UNet."""
+        return list(self.parameters())
 
     def trajectory_states(self) -> dict[str, Tensor]:
         return {}
@@ -86,6 +88,13 @@ class UnlearningMethod(StrengthKnob, nn.Module):
     def strength_grid(self) -> list[float]:
         """Strengths a sweep visits by default."""
         return list(DEFAULT_STRENGTHS)
+
+    mergeable: ClassVar[bool] = False  # merge() folds the method into the UNet's weights exactly
+
+    def merge(self) -> nn.Module:
+        """Fold the method, at its current strength, into the UNet's own weights and detach it: the
+        result is a plain diffusers UNet (nothing left to remove). Only where that is exact."""
+        raise LegatoInputError(f"method {self.name or type(self).__name__!r} cannot be merged into the UNet's weights")
 
     # artifact -------------------------------------------------------------------------------------
     def save_weights(self, path: Path) -> None:

@@ -43,6 +43,13 @@ class Full(UnlearningMethod):
             else:
                 p.copy_(base[name] + value * (self._trained[name] - base[name]))
 
+    mergeable = True
+
+    def merge(self) -> nn.Module:
+        """The UNet already holds ``base + strength * (trained - base)``; the teacher copy is dropped."""
+        del self.frozen_teacher
+        return self._unet
+
     def save_weights(self, path: Path) -> None:
         self._unet.save_pretrained(str(path / "unet"))
 

@@ -11,6 +11,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from legato_pl.adapters import ODEAdapterConfig, ODEAdapters, attach_adapters, load_adapters, save_adapters
+from legato_pl.errors import LegatoInputError
 from legato_pl.methods.base import UnlearningMethod
 
 
@@ -48,6 +49,11 @@ class Legato(UnlearningMethod):
 
     def strength_grid(self) -> list[float]:
         return self.adapters.strength_grid()
+
+    def merge(self) -> nn.Module:
+        raise LegatoInputError(
+            "ODE adapters cannot be merged: the flow h -> h(t_end) of a nonlinear field is not a weight change "
+            "of any UNet layer. Serve the model behind an API, or use a mergeable method (lora, full)")
 
     def save_weights(self, path: Path) -> None:
         save_adapters(self.adapters, path)

@@ -38,9 +38,13 @@ class LoRA(UnlearningMethod):
         self._layers = [m for m in unet.modules() if isinstance(m, LoraLayer)]
         if not self._layers:
             raise LegatoInputError(f"LoRA found none of {self.targets} in {type(unet).__name__}")
-        for layer in self._layers:  # trainable: the LoRA factors, by structure
-            for name, p in layer.named_parameters():
-                p.requires_grad_(name.startswith(("lora_A", "lora_B")))
+        for p in self.trainable_parameters():
+            p.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The factors of this method's LoRA (peft's adapter ``default``), by structure."""
+        return [p for layer in self._layers for name, p in layer.named_parameters()
+                if name.startswith(("lora_A.default.", "lora_B.default."))]
 
     def options(self) -> dict[str, Any]:
         return {"rank": self.rank, "targets": self.targets}
@@ -59,6 +63,19 @@ class LoRA(UnlearningMethod):
         for layer in self._layers:  # scaling = value * alpha / r; 0 adds exactly nothing
             for adapter in layer.active_adapters:
                 layer.set_scale(adapter, value)
+
+    mergeable = True
+
+    def merge(self) -> nn.Module:
+        """W <- W + strength * B A in every LoRA layer (exact up to float rounding); the peft layers go."""
+        layers = {id(layer) for layer in self._layers}
+        for name, module in list(self._unet.named_modules()):
+            if id(module) in layers:
+                module.merge(adapter_names=["default"])
+                parent, _, child = name.rpartition(".")
+                setattr(self._unet.get_submodule(parent) if parent else self._unet, child, module.get_base_layer())
+        self._layers = []
+        return self._unet
 
     def save_weights(self, path: Path) -> None:
         from diffusers import StableDiffusionPipeline

@@ -1,0 +1,207 @@
+"""The audit of one unlearning run: every attack, base vs unlearned, written as audit.json + audit.md + grids.
+
+    python -m legato_pl audit --base_model runs/lfw/base --adapters runs/lfw/adapters \\
+        --forget George_W_Bush --root ../shared/data/faces --out runs/lfw/audit
+
+Works for any method's artifact (``load_method``). Each attack is run on the base model too, so every
+number has its reference: what the same attack achieves where nothing was forgotten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from legato_pl.audit.inversion import invert_condition
+from legato_pl.audit.judge import IdentityJudge
+from legato_pl.audit.membership import denoising_errors, membership_inference
+from legato_pl.audit.relearning import relearn
+from legato_pl.data import IdentityImages
+from legato_pl.data.datamodule import check_names
+from legato_pl.errors import LegatoInputError
+from legato_pl.methods import load_method
+from legato_pl.methods.base import read_method_file
+from legato_pl.metrics.encoders import IdentityEncoder
+from legato_pl.models.base import load_base_model
+from legato_pl.sampling import sample
+
+
+@dataclass
+class AuditSettings:
+    samples: int = 32  # forget-person samples per measurement
+    guidance_scale: float = 3.0
+    sampling_steps: int = 25
+    inversion_steps: int = 300
+    inversion_lr: float = 5e-3
+    relearn_k: tuple[int, ...] = (1, 4, 16)
+    relearn_unrelated: int = 16  # photos of other people for the unrelated fine-tune (0: skip)
+    relearn_params: tuple[str, ...] = ("method",)
+    relearn_steps: int = 200
+    relearn_eval_every: int = 25
+    relearn_lr: float = 1e-4
+    heldout_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class AuditResult:
+    forget: str
+    method: str
+    settings: dict
+    plain: dict = field(default_factory=dict)  # the model's own conditioning
+    condition_inversion: dict = field(default_factory=dict)
+    membership_inference: dict = field(default_factory=dict)
+    relearning: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def verdicts(self) -> list[str]:
+        """One plain line per attack: is the person recoverable?"""
+        lines = []
+        ci = self.condition_inversion
+        if ci:
+            recovered = ci["acc_unlearned"] >= 0.5 * ci["acc_base"] and ci["acc_base"] > 0
+            lines.append(f"condition inversion: {'RECOVERABLE' if recovered else 'not recovered'} "
+                         f"(accuracy {ci['acc_unlearned']:.2f} vs {ci['acc_base']:.2f} on the base, {ci['steps']} steps)")
+        mi = self.membership_inference
+        if mi:
+            leaks = mi["auc_after"] > 0.6
+            lines.append(f"membership inference: {'training photos still DISTINGUISHABLE' if leaks else 'no clear signal'} "
+                         f"(AUC {mi['auc_after']:.2f} after vs {mi['auc_before']:.2f} before; 0.5 = none)")
+        for name, r in self.relearning.items():
+            back = r["steps_to_target"]
+            lines.append(f"relearning ({name}): " + (f"person BACK after {back} steps" if back is not None else
+                         f"not back within {r['budget']} steps") + f" (target accuracy {r['target']:.2f})")
+        return lines
+
+    def markdown(self) -> str:
+        p, ci, mi = self.plain, self.condition_inversion, self.membership_inference
+        md = [f"# Audit: {self.method} forgetting {self.forget}", "", *[f"- {v}" for v in self.verdicts()], "",
+              "| attack | base | unlearned |", "| --- | --- | --- |",
+              f"| own condition: accuracy | {p['acc_base']:.3f} | {p['acc_unlearned']:.3f} |"]
+        if ci:
+            md.append(f"| condition inversion ({ci['steps']} steps): accuracy | {ci['acc_base']:.3f} | "
+                      f"{ci['acc_unlearned']:.3f} |")
+        if mi:
+            md += [f"| membership inference: AUC | {mi['auc_before']:.3f} | {mi['auc_after']:.3f} |",
+                   f"| membership inference: TPR at 1% FPR | {mi['tpr_at_1pct_before']:.3f} | {mi['tpr_at_1pct_after']:.3f} |"]
+        for name, r in self.relearning.items():
+            md.append(f"| relearning {name}: steps to accuracy {r['target']:.2f} | | "
+                      f"{r['steps_to_target'] if r['steps_to_target'] is not None else '> ' + str(r['budget'])} |")
+        md += ["", f"Samples per accuracy: {self.settings['samples']}; MIA: {mi.get('members', 0)} training vs "
+               f"{mi.get('nonmembers', 0)} held-out photos of the person. Settings: `{json.dumps(self.settings)}`"]
+        return "\n".join(md) + "\n"
+
+
+def run_audit(
+    base_model: str,
+    adapters: str,
+    forget: str,
+    root: str | None,
+    encoder: IdentityEncoder,
+    settings: AuditSettings | None = None,
+    out: str | Path | None = None,
+) -> AuditResult:
+    """Every attack on the artifact ``adapters`` (any method) and on the base, for identity ``forget``."""
+    s = settings or AuditSettings()
+    start = time.perf_counter()
+    base = load_base_model(base_model)
+    check_names([forget], base.identities, f"base model {base_model}")
+    meta = read_method_file(adapters)
+    size = base.unet.config.sample_size
+    data = IdentityImages(root, size, s.heldout_fraction, identities=base.identities)
+    f = base.identities.index(forget)
+    members, nonmembers = data.train[forget], data.heldout[forget]
+    if len(members) == 0 or len(nonmembers) == 0:
+        raise LegatoInputError(f"{forget} needs training and held-out photos (heldout_fraction {s.heldout_fraction})")
+    judge = IdentityJudge(encoder, {base.identities.index(n): data.heldout[n] for n in data.names
+                                    if len(data.heldout[n])}, size)
+    kw = dict(null_class=base.null_class, guidance_scale=s.guidance_scale, num_inference_steps=s.sampling_steps)
+    labels = torch.full((s.samples,), f)
+
+    def fresh(unlearned: bool):
+        unet = load_base_model(base_model).unet.eval()
+        method = load_method(unet, adapters, strength=1.0) if unlearned else None
+        return unet, method
+
+    result = AuditResult(forget, meta.get("method", "?"), asdict(s))
+    grids = {}
+    for tag, unlearned in (("base", False), ("unlearned", True)):
+        unet, _ = fresh(unlearned)
+        grids[f"own_{tag}"] = sample(unet, base.scheduler, labels, seed=s.seed, **kw)
+        result.plain[f"acc_{tag}"] = judge.accuracy(grids[f"own_{tag}"], f)
+        if s.inversion_steps:
+            init = unet.class_embedding.weight[base.null_class].detach()  # start from "nobody" (the null class)
+            inv = invert_condition(unet, base.scheduler, members, init, steps=s.inversion_steps, lr=s.inversion_lr,
+                                   seed=s.seed)
+            grids[f"inversion_{tag}"] = sample(unet, base.scheduler, labels, seed=s.seed,
+                                               embeddings=inv.embedding.expand(s.samples, -1), **kw)
+            result.condition_inversion[f"acc_{tag}"] = judge.accuracy(grids[f"inversion_{tag}"], f)
+            result.condition_inversion[f"final_loss_{tag}"] = sum(inv.losses[-20:]) / len(inv.losses[-20:])
+            result.condition_inversion["steps"] = s.inversion_steps
+        mi = membership_inference(denoising_errors(unet, base.scheduler, members, f, seed=s.seed),
+                                  denoising_errors(unet, base.scheduler, nonmembers, f, seed=s.seed))
+        after = "after" if unlearned else "before"
+        result.membership_inference.update({f"auc_{after}": mi["auc"], f"tpr_at_1pct_{after}": mi["tpr_at_1pct"],
+                                            "members": mi["members"], "nonmembers": mi["nonmembers"]})
+    target = 0.5 * result.plain["acc_base"]
+    others = [n for n in data.names if n != forget]
+    unrelated = torch.cat([data.train[n] for n in others])[: s.relearn_unrelated]
+    unrelated_labels = torch.cat([torch.full((len(data.train[n]),), base.identities.index(n)) for n in others])
+    runs = {f"k={k}": (members[:k], torch.full((min(k, len(members)),), f)) for k in s.relearn_k}
+    if s.relearn_unrelated:
+        runs["unrelated"] = (unrelated, unrelated_labels[: s.relearn_unrelated])
+    for params in s.relearn_params:
+        for name, (photos, photo_labels) in runs.items():
+            unet, method = fresh(True)
+            r = relearn(unet, base.scheduler, method, photos, photo_labels, judge, f, target=target,
+                        null_class=base.null_class, params=params, max_steps=s.relearn_steps,
+                        eval_every=s.relearn_eval_every, lr=s.relearn_lr, eval_samples=s.samples, seed=s.seed,
+                        sampling={"guidance_scale": s.guidance_scale, "num_inference_steps": s.sampling_steps})
+            result.relearning[f"{params} {name}"] = {"steps_to_target": r.steps_to_target, "curve": r.curve,
+                                                     "photos": len(photos), "target": target, "budget": s.relearn_steps}
+    result.seconds = time.perf_counter() - start
+    if out is not None:
+        write_audit(result, grids, Path(out))
+    return result
+
+
+def write_audit(result: AuditResult, grids: dict[str, torch.Tensor], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "audit.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
+    (out / "audit.md").write_text(result.markdown())
+    rows = [grids[k][:8] for k in sorted(grids)]
+    save_image(torch.cat(rows) * 0.5 + 0.5, out / "audit_grid.png", nrow=8)
+    (out / "audit_grid.txt").write_text("rows: " + ", ".join(sorted(grids)) + "\n")
+
+
+def audit_main(argv: list[str] | None = None) -> AuditResult:
+    p = argparse.ArgumentParser(prog="python -m legato_pl audit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base_model", required=True)
+    p.add_argument("--adapters", required=True, help="the artifact directory of any method")
+    p.add_argument("--forget", required=True, help="the forgotten person")
+    p.add_argument("--root", help="folder-per-person photos (omit for the embedded synthetic identities)")
+    p.add_argument("--encoder", default="dlib", help="identity judge: dlib (offline) or facenet")
+    p.add_argument("--out", default="audit", help="directory for audit.json, audit.md and audit_grid.png")
+    defaults = AuditSettings()
+    for name, value in asdict(defaults).items():
+        if isinstance(value, tuple):
+            p.add_argument(f"--{name}", nargs="*", default=list(value), type=type(value[0]) if value else str)
+        else:
+            p.add_argument(f"--{name}", type=type(value), default=value)
+    a = vars(p.parse_args(argv))
+    from legato_pl.metrics import load_encoder
+
+    encoder = load_encoder(a.pop("encoder"))
+    settings = AuditSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()
+                                if k in asdict(defaults)})
+    result = run_audit(a["base_model"], a["adapters"], a["forget"], a["root"], encoder, settings, a["out"])
+    print(result.markdown())
+    print(f"wrote {a['out']}/audit.json, audit.md, audit_grid.png ({result.seconds:.0f} s)")
+    return result
