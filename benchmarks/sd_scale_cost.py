@@ -54,7 +54,8 @@ def worker(a: argparse.Namespace) -> dict:
     from legato_pl.methods import Legato, Residual, build_method
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET).eval().requires_grad_(False)
+    unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
+    unet = UNet2DConditionModel(**unet_config).eval().requires_grad_(False)
     spec = VARIANTS[a.variant]
     name = a.variant.split("_")[0]
     config = ODEAdapterConfig(**ADAPTER, stages=spec.get("stages", "up"), adjoint=spec.get("adjoint", False))
@@ -65,9 +66,10 @@ def worker(a: argparse.Namespace) -> dict:
     params = method.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=1e-4)
     b = a.batch
-    x = torch.randn(b, 4, 64, 64)
+    size, width = unet.config.sample_size, unet.config.cross_attention_dim
+    x = torch.randn(b, unet.config.in_channels, size, size)
     t = torch.randint(0, 1000, (b,))
-    text = torch.randn(b, 77, 768)
+    text = torch.randn(b, 77, width)
     stamps = []
     for _ in range(a.warmup + a.steps):
         start = time.perf_counter()
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--memory-limit-gb", type=float, default=21.0,
                    help="address-space limit of each child: a variant that needs more fails alone, not the machine")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--unet-config", help="JSON UNet2DConditionModel kwargs instead of SD 1.5's (for tests)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     limit = int(a.memory_limit_gb * 2**30)
     for variant in a.variants:
         cmd = [sys.executable, __file__, "--worker", variant, "--batch", str(a.batch), "--steps", str(a.steps),
-               "--warmup", str(a.warmup)]
+               "--warmup", str(a.warmup), *(["--unet-config", a.unet_config] if a.unet_config else [])]
         print("+", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
             r["ratio_mem_vs_full"] = r["peak_rss_mb"] / full["peak_rss_mb"]
     unet_params = next((r["unet_params"] for r in results.values() if "unet_params" in r), None)
     out = {"command": " ".join(["python", "benchmarks/sd_scale_cost.py", *(argv if argv is not None else sys.argv[1:])]),
-           "unet_params": unet_params, "batch": a.batch, "latent_size": 64, "steps_timed": a.steps,
+           "unet_params": unet_params, "batch": a.batch, "latent_size": (json.loads(a.unet_config) if a.unet_config else SD15_UNET)["sample_size"], "steps_timed": a.steps,
            "adapter": ADAPTER, "methods": results}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)

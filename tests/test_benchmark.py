@@ -72,6 +72,20 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     (tmp_path / "results" / "compare_methods.json").unlink()
     main(args)
     assert json.loads((tmp_path / "results" / "compare_methods.json").read_text())["per_identity"] == saved["per_identity"]
+    # the audit of the same fits (residual is fitted by the audit itself: it was not compared)
+    from audit_methods import main as audit_main
+
+    audit_args = [*_tiny_args(tiny_lfw_base, tmp_path, faces_root)[:6], "--root", str(faces_root), "--steps", "3",
+                  "--steps-ddim", "2", "--unlearn-args", TINY_UNLEARN, "--methods", "legato", "lora", "residual",
+                  "--samples", "2", "--inversion-steps", "2", "--relearn-k", "1", "--relearn-steps", "2",
+                  "--relearn-eval-every", "1"]
+    audit_main(audit_args)
+    audit = json.loads((tmp_path / "results" / "audit_methods.json").read_text())
+    assert set(audit["methods"]) == {"legato", "lora", "residual"}
+    for r in audit["methods"].values():
+        assert set(r["relearning"]) == {"method k=1", "method unrelated"} and r["samples"] == 2
+        assert 0 <= r["membership_inference"]["auc_after"] <= 1 and r["condition_inversion"]["steps"] == 2
+    assert "Verdicts" in (tmp_path / "results" / "audit_methods.md").read_text()
 
 
 @pytest.mark.slow
@@ -112,3 +126,21 @@ def test_lfw_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     assert "acc_samples" in saved["base_model"]
     assert (tmp_path / "results" / "lfw_unlearning.md").read_text().count("|") > 20
     assert result["fit"]["seconds_per_step"] > 0
+
+
+def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatch):
+    """The SD-1.5 cost script end to end on a tiny UNet2DConditionModel (same code path, seconds)."""
+    monkeypatch.chdir(REPO)
+    from sd_scale_cost import main
+
+    config = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+              "block_out_channels": [16, 32], "cross_attention_dim": 8, "attention_head_dim": 4,
+              "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+              "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "norm_num_groups": 8}
+    out = main(["--unet-config", json.dumps(config), "--steps", "1", "--warmup", "0", "--out", str(tmp_path),
+                "--variants", "full", "lora", "legato", "legato_ckpt"])
+    methods = out["methods"]
+    assert all("error" not in r for r in methods.values()), methods
+    assert methods["full"]["ratio_time_vs_full"] == 1.0 and methods["full"]["trainable_params"] == out["unet_params"]
+    assert 0 < methods["legato"]["trainable_params"] < methods["full"]["trainable_params"]
+    assert json.loads((tmp_path / "sd_scale_cost.json").read_text())["methods"].keys() == methods.keys()
