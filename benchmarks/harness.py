@@ -63,7 +63,8 @@ def add_unlearning_args(p: argparse.ArgumentParser, work: str, steps: int = 200)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results directory")
     p.add_argument("--steps", type=int, default=steps, help="optimisation steps per fit")
     p.add_argument("--unlearn-config", default="configs/legato_lfw.yaml")
-    p.add_argument("--unlearn-args", default="", help="extra CLI overrides for every fit (quoted)")
+    p.add_argument("--unlearn-args", default="",
+                   help="extra CLI overrides for every fit (quoted); a method's own overrides are applied after them")
     p.add_argument("--retain-identities", type=int, default=8, help="retain people sampled in evaluation")
     p.add_argument("--per-identity", type=int, default=8, help="samples per retain person")
     p.add_argument("--forget-samples", type=int, default=32, help="samples per forgotten person")
@@ -80,7 +81,7 @@ def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[st
         "--trainer.logger.init_args.save_dir", str(run), "--trainer.logger.init_args.name", "fit",
         "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1", "--trainer.callbacks", "[]",
         "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
-        *extra, *shlex.split(a.unlearn_args)])
+        *shlex.split(a.unlearn_args), *extra])  # the method's own overrides last: they win
     return {**result, "seconds_per_step": seconds_per_step(run / "fit" / "version_0")}
 
 
