@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
-from legato_pl.models.base import predict_noise
+from legato_pl.conditioning import predict_noise
 from legato_pl.models.diffusion import add_noise, step_generator
 
 

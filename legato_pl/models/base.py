@@ -4,15 +4,14 @@ plus ``identities.json`` (person names in class-index order; the null class is t
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-from torch import Tensor, nn
+from torch import nn
 
+from legato_pl.conditioning import ClassConditioning, Conditioning
 from legato_pl.errors import LegatoInputError
 
 IDENTITIES_FILE = "identities.json"
@@ -52,6 +51,11 @@ class BaseModel:
         n = self.unet.config.num_class_embeds
         return None if n is None else n - 1
 
+    @property
+    def conditioning(self) -> Conditioning | None:
+        """How an identity becomes a condition for this model (None: unconditional)."""
+        return None if self.null_class is None else ClassConditioning(self.identities, self.null_class)
+
 
 def save_base_model(path: str | Path, unet: UNet2DModel, scheduler: DDPMScheduler, identities: list[str]) -> Path:
     path = Path(path)
@@ -90,18 +94,3 @@ def load_base_model(path: str | Path) -> BaseModel:
     return BaseModel(unet, scheduler, identities)
 
 
-@contextmanager
-def class_embedding_override(unet: nn.Module, embedding: Tensor):
-    """Within the block, the UNet's class embedding outputs ``embedding`` (for interpolated classes)."""
-    handle = unet.class_embedding.register_forward_hook(lambda module, args, output: embedding.to(output.dtype))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def predict_noise(unet: nn.Module, x: Tensor, t: Tensor, embedding: Tensor) -> Tensor:
-    """The UNet's prediction conditioned on class *embeddings* (rows of ``class_embedding`` or mixes of them)."""
-    dummy = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    with class_embedding_override(unet, embedding):
-        return unet(x, t, class_labels=dummy).sample

@@ -14,7 +14,7 @@ from typing_extensions import override
 from legato_pl.adapters import ODEAdapters, load_adapters
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, method_spec
-from legato_pl.models.base import downsampling_factor, load_base_model, predict_noise
+from legato_pl.models.base import downsampling_factor, load_base_model
 from legato_pl.models.diffusion import add_noise, step_generator
 from legato_pl.objectives import (
     FORGET_TARGETS,
@@ -84,6 +84,7 @@ class UnlearningModule(pl.LightningModule):
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
+        self.conditioning = base.conditioning
         # earlier requests first: their hooks run before the new adapters' on every stage
         self.previous_adapters = nn.ModuleList(
             load_adapters(self.unet, path).requires_grad_(False) for path in previous_adapters or []
@@ -159,35 +160,39 @@ class UnlearningModule(pl.LightningModule):
         Noise, timesteps and adjacency draws are seeded by ``(seed, noise_step)``, by default the global step.
         """
         h = self.hparams
-        with self.method.teacher() as teacher_unet:  # class embeddings of the frozen base
-            table = teacher_unet.class_embedding.weight.detach()
-        student_table = self.unet.class_embedding.weight  # the same table, except that the full baseline trains it
+        cond = self.conditioning
         yf, yr = self.label_map[batch["forget_labels"]], self.label_map[batch["retain_labels"]]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
-        gen = step_generator(h.seed, self.global_step if noise_step is None else noise_step, self.device)
-        xf, _, tf = add_noise(self.scheduler, batch["forget_images"], gen, rank, world)
-        xr, _, tr = add_noise(self.scheduler, batch["retain_images"], gen, rank, world)
+        step = self.global_step if noise_step is None else noise_step
+        gen = step_generator(h.seed, step, self.device)
+        xf, _, tf = add_noise(self.scheduler, cond.to_latents(batch["forget_images"]), gen, rank, world)
+        xr, _, tr = add_noise(self.scheduler, cond.to_latents(batch["retain_images"]), gen, rank, world)
         nf, nr = len(xf), len(xr)
         partner_index = torch.arange(nf, device=self.device) % nr
         alpha = torch.rand(nf * world, device=self.device, generator=gen)[rank::world] * h.adjacency_alpha_max
 
-        def embeddings(tab: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            e_f, e_r = tab[yf], tab[yr]
-            return e_f, e_r, tab[self.null_class].expand(max(nf, nr), -1), adjacent_embeddings(e_f, e_r[partner_index], alpha)
+        def conditions(unet: nn.Module) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+            """Forget, retain, ∅, anchor and adjacent conditions as ``unet`` encodes them (the teacher's and
+            the student's tables differ only when the method trains them, as the full fine-tune does)."""
+            choice = torch.Generator().manual_seed(h.seed * 1_000_003 + step)  # the same prompts for both
+            e_f, e_r = cond.encode(unet, yf, generator=choice), cond.encode(unet, yr, generator=choice)
+            n = max(nf, nr)
+            return e_f, e_r, cond.null(unet, n), cond.anchor(unet, n), adjacent_embeddings(e_f, e_r[partner_index], alpha)
 
-        e_f, e_r, e_null, e_adj = embeddings(table)
-        s_f, s_r, s_null, s_adj = embeddings(student_table)
+        with torch.no_grad(), self.method.teacher() as teacher_unet:
+            e_f, e_r, e_null, e_anchor, e_adj = conditions(teacher_unet)
+        s_f, s_r, s_null, _, s_adj = conditions(self.unet)
         use_adj = h.w_adjacency > 0
         negative = h.forget_target == "negative"
 
         # teacher: same UNet, adapters off
-        t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [e_null[:nf], e_r, e_null[:nr]]
+        t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [e_anchor[:nf], e_r, e_null[:nr]]
         if negative:
             t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_f]
             if use_adj:
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
         with torch.no_grad(), self.method.teacher() as teacher_unet:
-            teacher = predict_noise(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).split(
+            teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).split(
                 [len(x) for x in t_x]
             )
         eps_null_f, eps_r_c, eps_r_null = teacher[:3]
@@ -198,7 +203,7 @@ class UnlearningModule(pl.LightningModule):
         s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
         if use_adj:
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adj]
-        student = predict_noise(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).split([len(x) for x in s_x])
+        student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).split([len(x) for x in s_x])
 
         losses = {
             "forget": preservation(student[0], forget_target(eps_null_f, eps_f_c, h.forget_target, h.eta)),

@@ -1,0 +1,51 @@
+"""What a condition is for one kind of model, in one place.
+
+The objective, the sampler, the callbacks and the audit speak of *identities* (indices into a name
+list) and *condition tensors*; a :class:`Conditioning` turns the first into the second for its kind
+of model and calls the UNet with them. Class-conditional models (``ClassConditioning``: a class
+index becomes a row of the UNet's class-embedding table) and text-conditional ones
+(``TextConditioning``: a name becomes the text encoder's states of a prompt that names the person)
+then share one ``UnlearningModule``. Adding a kind of model is one new file here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+
+class Conditioning(ABC):
+    """Identities -> condition tensors, the null and anchor conditions, and the UNet call."""
+
+    identities: list[str]
+
+    @abstractmethod
+    def encode(self, unet: nn.Module, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Condition tensors for identity indices ``labels`` (``unet``: the network whose own tables to
+        read, so a method that trains them, like the full fine-tune, sees its own; ``generator``: for
+        choices such as a prompt template per row)."""
+
+    @abstractmethod
+    def null(self, unet: nn.Module, n: int) -> Tensor:
+        """``n`` copies of the unconditional condition (classifier-free guidance's ∅)."""
+
+    def anchor(self, unet: nn.Module, n: int) -> Tensor:
+        """``n`` copies of what a forgotten person should become under the ``anchor`` target (default ∅)."""
+        return self.null(unet, n)
+
+    @abstractmethod
+    def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """The UNet's output for inputs ``x`` at timesteps ``t`` under conditions ``cond``."""
+
+    # latent models --------------------------------------------------------------------------------
+    vae: nn.Module | None = None
+
+    def to_latents(self, images: Tensor) -> Tensor:
+        """Images in [-1, 1] -> what the UNet denoises (identity for pixel-space models)."""
+        return images
+
+    def to_images(self, latents: Tensor) -> Tensor:
+        """The inverse of :meth:`to_latents` (images in [-1, 1])."""
+        return latents

@@ -1,0 +1,92 @@
+"""Text-conditional models (Stable Diffusion layout): identity = a person's name inside prompt templates."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from legato_pl.conditioning.base import Conditioning
+from legato_pl.errors import LegatoInputError
+
+DEFAULT_TEMPLATES = ("a photo of {}", "a portrait of {}", "{} smiling", "a close-up photo of {}", "{}, headshot")
+
+
+def display_name(identity: str) -> str:
+    """Folder names to prompt text: ``George_W_Bush`` -> ``George W Bush``."""
+    return identity.replace("_", " ")
+
+
+class TextConditioning(Conditioning):
+    """Prompts through a frozen tokenizer + text encoder; ∅ is the empty prompt, the anchor a concept.
+
+    Args:
+        tokenizer, text_encoder: the pipeline's (``CLIPTokenizer`` / ``CLIPTextModel`` or alike).
+        identities: person names (folder names are turned into prompt text by :func:`display_name`).
+        templates: prompt templates with one ``{}`` for the name; each row draws one.
+        anchor: the concept a forgotten person should become under the ``anchor`` target
+            (MACE / ESD style, default ``"a person"``); ``""`` is the unconditional prompt.
+        vae: for latent models, the autoencoder (its config's ``scaling_factor`` is used).
+    """
+
+    def __init__(self, tokenizer, text_encoder: nn.Module, identities: list[str],
+                 templates: tuple[str, ...] | list[str] = DEFAULT_TEMPLATES, anchor: str = "a person",
+                 vae: nn.Module | None = None):
+        if not templates:
+            raise LegatoInputError("the prompt template list is empty")
+        missing = [t for t in templates if t.count("{}") != 1]
+        if missing:
+            raise LegatoInputError(f"prompt template {missing[0]!r} must contain exactly one {{}} for the person's name")
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder.requires_grad_(False).eval()
+        self.identities, self.templates, self.anchor_prompt = list(identities), list(templates), anchor
+        self.vae = vae.requires_grad_(False).eval() if vae is not None else None
+        self._cache: dict[str, Tensor] = {}
+
+    def prompt(self, label: int, template: int = 0) -> str:
+        return self.templates[template].format(display_name(self.identities[label]))
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Tensor:
+        """``[N, tokens, width]`` text-encoder states (cached per prompt: the encoder is frozen)."""
+        new = sorted({p for p in prompts if p not in self._cache})
+        if new:
+            device = next(self.text_encoder.parameters()).device
+            ids = self.tokenizer(new, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+                                 return_tensors="pt").input_ids.to(device)
+            states = self.text_encoder(ids)[0]
+            self._cache.update(zip(new, states))
+        return torch.stack([self._cache[p] for p in prompts])
+
+    def encode(self, unet: nn.Module, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        choice = torch.randint(0, len(self.templates), (len(labels),), generator=generator, device=labels.device)
+        prompts = [self.prompt(int(y), int(k)) for y, k in zip(labels.tolist(), choice.tolist())]
+        return self._on(unet, self.encode_prompts(prompts))
+
+    def null(self, unet: nn.Module, n: int) -> Tensor:
+        return self._on(unet, self.encode_prompts([""])).expand(n, -1, -1)
+
+    def anchor(self, unet: nn.Module, n: int) -> Tensor:
+        return self._on(unet, self.encode_prompts([self.anchor_prompt])).expand(n, -1, -1)
+
+    def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        return unet(x, t, encoder_hidden_states=cond).sample
+
+    @staticmethod
+    def _on(unet: nn.Module, states: Tensor) -> Tensor:
+        p = next(unet.parameters())
+        return states.to(p.device, p.dtype)
+
+    # latents --------------------------------------------------------------------------------------
+    def to_latents(self, images: Tensor) -> Tensor:
+        if self.vae is None:
+            return images
+        with torch.no_grad():
+            p = next(self.vae.parameters())
+            latents = self.vae.encode(images.to(p.device, p.dtype)).latent_dist.mean
+        return latents * self.vae.config.scaling_factor
+
+    def to_images(self, latents: Tensor) -> Tensor:
+        if self.vae is None:
+            return latents
+        with torch.no_grad():
+            p = next(self.vae.parameters())
+            return self.vae.decode(latents.to(p.device, p.dtype) / self.vae.config.scaling_factor).sample.clamp(-1, 1)
