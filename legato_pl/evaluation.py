@@ -13,6 +13,7 @@ from diffusers import SchedulerMixin
 from torch import Tensor, nn
 
 from legato_pl.adapters import ODEAdapters
+from legato_pl.conditioning import Conditioning
 from legato_pl.metrics.suite import UnlearningMetrics
 from legato_pl.sampling import sample
 
@@ -54,6 +55,7 @@ def strength_curve(
     strengths: list[float] | None = None,
     settings: SamplingSettings | None = None,
     seeds: list[int] | None = None,
+    conditioning: Conditioning | None = None,
 ) -> StrengthCurve:
     """Sample ``labels`` at each strength (same seeds) and compute ``metrics`` against strength 0.
 
@@ -63,7 +65,7 @@ def strength_curve(
     """
     settings = settings or SamplingSettings()
     strengths = strength_grid(knob) if strengths is None else list(strengths)
-    kwargs = dict(null_class=null_class, guidance_scale=settings.guidance_scale,
+    kwargs = dict(null_class=null_class, conditioning=conditioning, guidance_scale=settings.guidance_scale,
                   num_inference_steps=settings.num_inference_steps, seed=settings.seed,
                   batch_size=settings.batch_size, adapters=knob, seeds=seeds)
     curve = StrengthCurve(labels=labels.cpu())

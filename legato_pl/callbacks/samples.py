@@ -31,7 +31,7 @@ class SampleGrid(pl.Callback):
     def run(self, trainer: pl.Trainer, module: pl.LightningModule) -> torch.Tensor:
         names = self.identities or [*trainer.datamodule.forget, *trainer.datamodule.retain[:1]]
         labels = torch.tensor([module.identities.index(n) for n in names]).repeat_interleave(self.per_identity)
-        images = sample(module.unet, module.scheduler, labels, null_class=module.null_class,
+        images = sample(module.unet, module.scheduler, labels, conditioning=module.conditioning,
                         guidance_scale=self.guidance_scale, num_inference_steps=self.num_inference_steps,
                         seed=self.seed)
         grid = make_grid(images * 0.5 + 0.5, nrow=self.per_identity).clamp(0, 1)

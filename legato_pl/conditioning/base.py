@@ -39,8 +39,19 @@ class Conditioning(ABC):
     def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """The UNet's output for inputs ``x`` at timesteps ``t`` under conditions ``cond``."""
 
+    def to(self, device: torch.device | str) -> Conditioning:
+        """Move what the conditioning owns (text encoder, VAE) to ``device``."""
+        return self
+
     # latent models --------------------------------------------------------------------------------
     vae: nn.Module | None = None
+
+    @property
+    def latent_factor(self) -> int:
+        """How much smaller than the photos the UNet's input is (1 in pixel space)."""
+        if self.vae is None:
+            return 1
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def to_latents(self, images: Tensor) -> Tensor:
         """Images in [-1, 1] -> what the UNet denoises (identity for pixel-space models)."""

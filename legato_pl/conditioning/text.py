@@ -41,6 +41,13 @@ class TextConditioning(Conditioning):
         self.vae = vae.requires_grad_(False).eval() if vae is not None else None
         self._cache: dict[str, Tensor] = {}
 
+    def to(self, device: torch.device | str) -> TextConditioning:
+        self.text_encoder.to(device)
+        if self.vae is not None:
+            self.vae.to(device)
+        self._cache.clear()
+        return self
+
     def prompt(self, label: int, template: int = 0) -> str:
         return self.templates[template].format(display_name(self.identities[label]))
 
@@ -82,11 +89,12 @@ class TextConditioning(Conditioning):
         with torch.no_grad():
             p = next(self.vae.parameters())
             latents = self.vae.encode(images.to(p.device, p.dtype)).latent_dist.mean
-        return latents * self.vae.config.scaling_factor
+        return (latents * self.vae.config.scaling_factor).to(images.device, images.dtype)
 
     def to_images(self, latents: Tensor) -> Tensor:
         if self.vae is None:
             return latents
         with torch.no_grad():
             p = next(self.vae.parameters())
-            return self.vae.decode(latents.to(p.device, p.dtype) / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+            images = self.vae.decode(latents.to(p.device, p.dtype) / self.vae.config.scaling_factor).sample
+        return images.to(latents.device).clamp(-1, 1)

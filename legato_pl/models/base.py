@@ -11,8 +11,9 @@ from typing import Any
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from torch import nn
 
-from legato_pl.conditioning import ClassConditioning, Conditioning
+from legato_pl.conditioning import DEFAULT_TEMPLATES, ClassConditioning, Conditioning, TextConditioning
 from legato_pl.errors import LegatoInputError
+from legato_pl.models.text_to_image import is_text_to_image, load_text_to_image
 
 IDENTITIES_FILE = "identities.json"
 
@@ -42,18 +43,23 @@ def downsampling_factor(unet: nn.Module) -> int:
 
 @dataclass
 class BaseModel:
-    unet: UNet2DModel
+    """A loaded base: its UNet, training scheduler, known identities and how they become conditions."""
+
+    unet: nn.Module
     scheduler: DDPMScheduler
     identities: list[str]
+    text: TextConditioning | None = None  # text-to-image bases: prompts through their text encoder
 
     @property
     def null_class(self) -> int | None:
-        n = self.unet.config.num_class_embeds
-        return None if n is None else n - 1
+        n = getattr(self.unet.config, "num_class_embeds", None)
+        return None if n is None or self.text is not None else n - 1
 
     @property
     def conditioning(self) -> Conditioning | None:
         """How an identity becomes a condition for this model (None: unconditional)."""
+        if self.text is not None:
+            return self.text
         return None if self.null_class is None else ClassConditioning(self.identities, self.null_class)
 
 
@@ -64,19 +70,28 @@ def save_base_model(path: str | Path, unet: UNet2DModel, scheduler: DDPMSchedule
     return path
 
 
-def load_base_model(path: str | Path) -> BaseModel:
-    """Load a base model directory; anything that is not one stops with one clear line."""
+def load_base_model(path: str | Path, prompt_templates: list[str] | None = None, anchor_prompt: str = "a person"
+                    ) -> BaseModel:
+    """Load a base model: a class-conditional ``DDPMPipeline`` directory with ``identities.json``, or a
+    text-to-image pipeline in the Stable Diffusion layout (a directory or, online, a hub id; its
+    identities are named in prompts built from ``prompt_templates``, the anchor concept is
+    ``anchor_prompt``). Anything else stops with one clear line."""
+    hub_id = isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/", "~"))
     path = Path(path).expanduser()
+    if not path.is_dir() and hub_id:
+        return _text_to_image_base(str(path), prompt_templates, anchor_prompt)
     if not path.is_dir():
         raise LegatoInputError(f"base model directory {path} does not exist")
+    if is_text_to_image(path):
+        return _text_to_image_base(path, prompt_templates, anchor_prompt)
     for needed in ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json"):
         if not (path / needed).is_file():
             raise LegatoInputError(f"{path} is not a diffusers pipeline directory (missing {needed})")
     unet_class = json.loads((path / "unet/config.json").read_text()).get("_class_name")
     if unet_class != "UNet2DModel":
         raise LegatoInputError(
-            f"{path}/unet is a {unet_class}; UnlearningModule needs a class-conditional UNet2DModel "
-            "(attach_adapters itself also works on UNet2DConditionModel)"
+            f"{path}/unet is a {unet_class} in a {json.loads((path / 'model_index.json').read_text()).get('_class_name')}; "
+            "supported: DDPMPipeline with a class-conditional UNet2DModel, and StableDiffusionPipeline"
         )
     unet = UNet2DModel.from_pretrained(str(path), subfolder="unet")
     scheduler = DDPMScheduler.from_pretrained(str(path), subfolder="scheduler")
@@ -94,3 +109,12 @@ def load_base_model(path: str | Path) -> BaseModel:
     return BaseModel(unet, scheduler, identities)
 
 
+
+
+def _text_to_image_base(path: str | Path, prompt_templates: list[str] | None, anchor_prompt: str) -> BaseModel:
+    unet, scheduler, tokenizer, text_encoder, vae = load_text_to_image(path)
+    ids_file = Path(path) / IDENTITIES_FILE
+    identities = json.loads(ids_file.read_text()) if ids_file.is_file() else []
+    text = TextConditioning(tokenizer, text_encoder, identities,
+                            DEFAULT_TEMPLATES if prompt_templates is None else prompt_templates, anchor_prompt, vae)
+    return BaseModel(unet, scheduler, identities, text)

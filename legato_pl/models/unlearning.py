@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from legato_pl.adapters import ODEAdapters, load_adapters
+from legato_pl.conditioning import TextConditioning
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, method_spec
 from legato_pl.models.base import downsampling_factor, load_base_model
@@ -67,6 +68,8 @@ class UnlearningModule(pl.LightningModule):
         output_dir: str | None = None,
         seed: int = 0,
         previous_adapters: list[str] | None = None,
+        prompt_templates: list[str] | None = None,
+        anchor_prompt: str = "a person",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -75,10 +78,10 @@ class UnlearningModule(pl.LightningModule):
         for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "adjacency_alpha_max"):
             if getattr(self.hparams, name) < 0:
                 raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
-        base = load_base_model(base_model)
-        if base.null_class is None:
+        base = load_base_model(base_model, prompt_templates, anchor_prompt)
+        if base.conditioning is None:
             raise LegatoInputError(
-                f"{base_model} has an unconditional UNet; UnlearningModule needs class-conditional identities"
+                f"{base_model} has an unconditional UNet; UnlearningModule needs class- or text-conditional identities"
             )
         self.unet = base.unet.requires_grad_(False).eval()
         self.scheduler = base.scheduler
@@ -118,7 +121,10 @@ class UnlearningModule(pl.LightningModule):
 
     def bind_data(self, dm: pl.LightningDataModule) -> None:
         """Check the datamodule against the base model and map its labels to base classes by name
-        (called by ``setup``; call it yourself to drive :meth:`compute_losses` without a Trainer)."""
+        (called by ``setup``; call it yourself to drive :meth:`compute_losses` without a Trainer).
+        A text-to-image base knows no fixed list: the data's names are its identities (named in prompts)."""
+        if isinstance(self.conditioning, TextConditioning):
+            self.identities = self.conditioning.identities = list(dm.class_names)
         missing = [n for n in dm.class_names if n not in self.identities]
         forget_missing = [n for n in getattr(dm, "forget", []) if n not in self.identities]
         if forget_missing:
@@ -128,7 +134,7 @@ class UnlearningModule(pl.LightningModule):
             )
         if missing:
             raise LegatoInputError(f"identity {missing[0]!r} in the data is not a class of the base model")
-        factor = downsampling_factor(self.unet)
+        factor = downsampling_factor(self.unet) * self.conditioning.latent_factor
         if dm.image_size % factor:
             raise LegatoInputError(f"image_size {dm.image_size} must be a multiple of {factor} for this UNet")
         index = {n: i for i, n in enumerate(self.identities)}
@@ -145,6 +151,7 @@ class UnlearningModule(pl.LightningModule):
 
     @override
     def on_fit_start(self) -> None:
+        self.conditioning.to(self.device)  # text encoder / VAE live outside the module's state
         # Lightning warns once, just before on_train_start, about modules in eval mode: the frozen UNet is on purpose
         self._warning_filters = warnings.filters[:]
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")

@@ -1,0 +1,68 @@
+"""Text-to-image bases in the Stable Diffusion layout (``unet/``, ``text_encoder/``, ``tokenizer/``,
+``scheduler/``, optional ``vae/``): built from configs for tests and our LFW t2i base, and loaded
+through ``DiffusionPipeline.from_pretrained`` so a real SD 1.x / 2.x directory or hub id loads alike."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from torch import nn
+
+from legato_pl.errors import LegatoInputError
+
+TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline",)  # the model_index classes we can unlearn by prompt
+
+
+def build_text_to_image(unet: dict[str, Any], text_encoder: dict[str, Any], vae: dict[str, Any] | None = None,
+                        num_train_timesteps: int = 1000):
+    """A fresh ``StableDiffusionPipeline`` from configs, with CLIP's real tokenizer (offline).
+
+    ``vae=None`` makes a pixel-space model (the UNet sees images); with a VAE config it is latent.
+    """
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from legato_pl.conditioning.tokenizer import offline_clip_tokenizer
+
+    tokenizer = offline_clip_tokenizer()
+    text_config = CLIPTextConfig(**{"vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length,
+                                    **text_encoder})
+    autoencoder = AutoencoderKL(**vae) if vae is not None else None
+    channels = autoencoder.config.latent_channels if autoencoder is not None else 3
+    unet_model = UNet2DConditionModel(**{"in_channels": channels, "out_channels": channels, **unet,
+                                         "cross_attention_dim": text_config.hidden_size})
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=autoencoder, text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer,
+                                   unet=unet_model, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def is_text_to_image(path: Path) -> bool:
+    index = path / "model_index.json"
+    return index.is_file() and json.loads(index.read_text()).get("_class_name") in TEXT_TO_IMAGE_PIPELINES
+
+
+def load_text_to_image(path: str | Path) -> tuple[nn.Module, DDPMScheduler, Any, nn.Module, nn.Module | None]:
+    """``(unet, training scheduler, tokenizer, text_encoder, vae or None)`` of an SD-layout directory or hub id."""
+    from diffusers import DiffusionPipeline
+
+    index_file = Path(path) / "model_index.json"
+    index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    absent = {k: None for k in ("vae", "safety_checker", "feature_extractor", "image_encoder")
+              if k in index and index[k] in (None, [None, None])}
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(path), **{"safety_checker": None, **absent})
+    except (OSError, ValueError) as err:
+        raise LegatoInputError(f"cannot load the text-to-image pipeline {path}: {str(err).splitlines()[0]}") from None
+    if type(pipe).__name__ not in TEXT_TO_IMAGE_PIPELINES:
+        raise LegatoInputError(f"{path} is a {type(pipe).__name__}; supported: DDPMPipeline with identities.json "
+                               f"(class-conditional) and {', '.join(TEXT_TO_IMAGE_PIPELINES)}")
+    vae = getattr(pipe, "vae", None)
+    if vae is None and pipe.unet.config.in_channels != 3:
+        raise LegatoInputError(f"{path}: the UNet takes {pipe.unet.config.in_channels}-channel latents but the "
+                               "pipeline has no VAE to encode photos")
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    return pipe.unet, scheduler, pipe.tokenizer, pipe.text_encoder, vae
