@@ -96,3 +96,22 @@ def test_text_to_image_bad_input(t2i_dir, tmp_path):
         (broken / "model_index.json").write_text(json.dumps(index))
         with pytest.raises(ValueError, match="no VAE"):
             load_base_model(broken)
+
+
+def test_cli_pretrains_a_text_to_image_base_and_erases_a_name(tmp_path):
+    """configs/pretrain_t2i_lfw.yaml and configs/legato_t2i_lfw.yaml, shrunk: SD layout out, adapters by name."""
+    from legato_pl.cli import run
+
+    small = ["--data.init_args.root", "null", "--data.init_args.image_size", "16", "--data.init_args.batch_size", "4",
+             "--trainer.max_steps", "2", "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    run(["fit", "--config", "configs/pretrain_t2i_lfw.yaml", *small, "--model.init_args.output_dir", str(tmp_path / "base"),
+         "--model.init_args.unet", json.dumps(UNET), "--model.init_args.text_encoder", json.dumps(TEXT),
+         "--data.init_args.num_synthetic_identities", "4", "--data.init_args.synthetic_images_per_identity", "8"])
+    assert json.loads((tmp_path / "base" / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+    assert json.loads((tmp_path / "base" / "identities.json").read_text())[:2] == ["person_00", "person_01"]
+    cli = run(["fit", "--config", "configs/legato_t2i_lfw.yaml", *small, "--model.init_args.base_model",
+               str(tmp_path / "base"), "--model.init_args.output_dir", str(tmp_path / "adapters"),
+               "--model.init_args.method.init_args.adapter.hidden", "8", "--data.init_args.forget", "person_01",
+               "--data.init_args.num_synthetic_identities", "4", "--data.init_args.synthetic_images_per_identity", "8"])
+    assert isinstance(cli.model.conditioning, TextConditioning)
+    assert (tmp_path / "adapters" / "legato_method.json").is_file()

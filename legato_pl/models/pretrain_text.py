@@ -1,0 +1,139 @@
+"""TextToImagePretrainModule: a small text-to-image base in the Stable Diffusion layout, captions from templates.
+
+Each photo of person P is captioned by a random template ("a photo of P", ...); the prompt goes through
+a CLIP text encoder built from config with CLIP's real tokenizer (offline), frozen by default: distinct
+names give distinct token sequences, and the UNet's cross-attention learns to draw them. The result
+is saved as a ``StableDiffusionPipeline`` directory (plus ``identities.json``), so the code that
+unlearns it is the code that unlearns a real SD checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
+from legato_pl.models.base import IDENTITIES_FILE
+from legato_pl.models.diffusion import add_noise, ema_update, step_generator
+from legato_pl.models.text_to_image import build_text_to_image
+
+
+class TextToImagePretrainModule(pl.LightningModule):
+    """Trains the UNet of a fresh text-to-image pipeline on captioned identity photos.
+
+    Args:
+        output_dir: where the pipeline directory is written at the end of fit.
+        unet: ``UNet2DConditionModel`` kwargs (cross-attention width follows the text encoder).
+        text_encoder: ``CLIPTextConfig`` kwargs (vocabulary and length follow the tokenizer).
+        vae: ``AutoencoderKL`` kwargs for a latent model (None: pixel space). Note that a VAE built
+            here is untrained; it exercises the latent path, it does not make good latents.
+        prompt_templates: caption templates with one ``{}`` for the name.
+        caption_dropout: probability of the empty prompt (for classifier-free guidance).
+        train_text_encoder: also train the text encoder (default frozen at its random init).
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "runs/t2i/base",
+        unet: dict[str, Any] | None = None,
+        text_encoder: dict[str, Any] | None = None,
+        vae: dict[str, Any] | None = None,
+        prompt_templates: list[str] | None = None,
+        num_train_timesteps: int = 1000,
+        caption_dropout: float = 0.1,
+        train_text_encoder: bool = False,
+        lr: float = 2e-4,
+        warmup_steps: int = 100,
+        ema_decay: float | None = 0.999,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.pipeline = None
+        self.unet = self.text_encoder = self.ema = None
+        self.identities: list[str] = []
+
+    @override
+    def configure_model(self) -> None:
+        if self.unet is not None:
+            return
+        h = self.hparams
+        dm = self.trainer.datamodule
+        self.identities = list(dm.class_names)
+        factor = 2 ** (len(h.vae.get("block_out_channels", [64])) - 1) if h.vae is not None else 1
+        unet = {**(h.unet or {}), "sample_size": dm.image_size // factor}
+        text = h.text_encoder or {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                  "num_attention_heads": 4}
+        self.pipeline = build_text_to_image(unet, text, h.vae, h.num_train_timesteps)
+        self.unet, self.text_encoder = self.pipeline.unet, self.pipeline.text_encoder
+        self.text_encoder.requires_grad_(h.train_text_encoder)
+        self.scheduler = self.pipeline.scheduler
+        self.conditioning = TextConditioning(self.pipeline.tokenizer, self.text_encoder, self.identities,
+                                             h.prompt_templates or DEFAULT_TEMPLATES, vae=self.pipeline.vae)
+        if h.train_text_encoder:
+            self.text_encoder.train()
+        if h.ema_decay is not None:
+            self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        rank_zero_info(f"text-to-image base: UNet {sum(p.numel() for p in self.unet.parameters()):,} parameters, "
+                       f"text encoder {sum(p.numel() for p in self.text_encoder.parameters()):,}, "
+                       f"{len(self.identities)} identities")
+
+    @override
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        images, labels = batch["images"], batch["labels"]
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        gen = step_generator(self.hparams.seed, self.global_step, self.device)
+        drop = torch.rand(labels.shape[0] * world, device=labels.device, generator=gen)[rank::world]
+        choice = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        if self.hparams.train_text_encoder:
+            self.conditioning._cache.clear()  # the encoder changes every step
+            with torch.enable_grad():
+                cond = self._encode_with_grad(labels, choice)
+        else:
+            cond = self.conditioning.encode(self.unet, labels.cpu(), generator=choice)
+        null = self.conditioning.null(self.unet, len(labels))
+        cond = torch.where((drop < self.hparams.caption_dropout)[:, None, None], null, cond)
+        x_t, noise, t = add_noise(self.scheduler, self.conditioning.to_latents(images), gen, rank, world)
+        loss = F.mse_loss(self.conditioning.predict(self.unet, x_t, t, cond), noise)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _encode_with_grad(self, labels: torch.Tensor, choice: torch.Generator) -> torch.Tensor:
+        c = self.conditioning
+        k = torch.randint(0, len(c.templates), (len(labels),), generator=choice)
+        prompts = [c.prompt(int(y), int(j)) for y, j in zip(labels.tolist(), k.tolist())]
+        ids = c.tokenizer(prompts, padding="max_length", max_length=c.tokenizer.model_max_length, truncation=True,
+                          return_tensors="pt").input_ids.to(self.device)
+        return self.text_encoder(ids)[0]
+
+    @override
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            step = self.global_step
+            ema_update(self.ema, self.unet, min(self.hparams.ema_decay, (1 + step) / (10 + step)))
+
+    @override
+    def configure_optimizers(self):
+        params = [*self.unet.parameters(), *(self.text_encoder.parameters() if self.hparams.train_text_encoder else [])]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=0.0)
+        warmup = max(1, self.hparams.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    @override
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            if self.ema is not None:
+                self.unet.load_state_dict(self.ema.state_dict())
+            path = Path(self.hparams.output_dir)
+            self.pipeline.save_pretrained(str(path))
+            (path / IDENTITIES_FILE).write_text(json.dumps(self.identities, indent=1) + "\n")
+            rank_zero_info(f"text-to-image base written to {path}")
