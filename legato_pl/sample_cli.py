@@ -35,6 +35,8 @@ def sample_grid(
     if adapters is None and any(s != 0.0 for s in strengths):
         raise LegatoInputError("strengths other than 0 need --adapters")
     base = load_base_model(base_model)
+    if base.text is not None:  # a text-to-image model draws any name: it goes into the prompt templates
+        base.identities = base.text.identities = list(identities)
     check_names(identities, base.identities, f"base model {base_model}")
     unet = base.unet.eval()
     for path in previous_adapters:
@@ -50,8 +52,10 @@ def sample_grid(
 
 def sample_main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m legato_pl sample", description=__doc__)
-    p.add_argument("--base_model", required=True, help="base model directory (diffusers pipeline + identities.json)")
-    p.add_argument("--identities", required=True, nargs="+", help="person names, as in identities.json")
+    p.add_argument("--base_model", required=True,
+                   help="base model: a DDPMPipeline directory + identities.json, or a Stable Diffusion directory / hub id")
+    p.add_argument("--identities", required=True, nargs="+",
+                   help="person names: as in identities.json, or any name for a text-to-image model (put into its prompts)")
     p.add_argument("--adapters", help="directory written by fit, any method (omit for the base model only)")
     p.add_argument("--previous_adapters", nargs="+", default=[],
                    help="adapters of earlier requests (fit with model.previous_adapters), applied at strength 1")
