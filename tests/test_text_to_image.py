@@ -122,3 +122,30 @@ def test_sample_cli_takes_any_name_for_a_text_to_image_model(t2i_dir, tmp_path):
 
     grid = sample_grid(str(t2i_dir), ["Jane Doe", "John Roe"], per_identity=1, steps=2, strengths=[0.0])
     assert grid.shape == (1, 2, 3, 16, 16)
+
+
+def test_data_free_erasure_trains_on_the_models_own_generations(t2i_dir, tmp_path, monkeypatch):
+    from legato_pl.data import GeneratedIdentityDataModule
+
+    def make():
+        return GeneratedIdentityDataModule(str(t2i_dir), forget="Jane Doe", retain=["John Roe", "Ann Poe"],
+                                           images_per_identity=4, image_size=16, batch_size=2, num_inference_steps=2,
+                                           cache_dir=str(tmp_path / "cache"))
+
+    dm = make()
+    dm.setup("fit")
+    assert dm.class_names == ["Ann Poe", "Jane Doe", "John Roe"] and len(list((tmp_path / "cache").iterdir())) == 1
+    assert dm.data.train["Jane Doe"].shape == (3, 3, 16, 16) and len(dm.data.heldout["Jane Doe"]) == 1
+    module = UnlearningModule(str(t2i_dir), method=tiny())
+    module.bind_data(dm)
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert torch.isfinite(module.total_loss(module.compute_losses(batch)))
+    # a second run reads the cache: the sampler is not called again
+    import legato_pl.sampling
+
+    monkeypatch.setattr(legato_pl.sampling, "sample", lambda *a, **k: pytest.fail("generated again"))
+    again = make()
+    again.setup("fit")
+    assert torch.equal(again.data.train["Jane Doe"], dm.data.train["Jane Doe"])
+    with pytest.raises(ValueError, match="needs retain names"):
+        GeneratedIdentityDataModule(str(t2i_dir), forget="Jane Doe", image_size=16).setup("fit")

@@ -7,10 +7,12 @@ from legato_pl.data.datamodule import (
     IdentityPretrainDataModule,
 )
 from legato_pl.data.folder import load_image, scan_identity_folder, split_heldout
+from legato_pl.data.generated import GeneratedIdentityDataModule
 from legato_pl.data.synthetic import synthetic_identities
 
 __all__ = [
     "ForgetRetainDataset",
+    "GeneratedIdentityDataModule",
     "IdentityDataModule",
     "IdentityImages",
     "IdentityPretrainDataModule",

@@ -48,6 +48,13 @@ class IdentityImages:
                 self.train[name] = load_images(train, image_size)
                 self.heldout[name] = load_images(held, image_size) if held else torch.empty(0, 3, image_size, image_size)
 
+    @classmethod
+    def from_tensors(cls, train: dict[str, Tensor], heldout: dict[str, Tensor]) -> IdentityImages:
+        """Images already in memory (e.g. a model's own generations), ``{name: [N, 3, H, W]}`` in [-1, 1]."""
+        data = cls.__new__(cls)
+        data.train, data.heldout = dict(train), dict(heldout)
+        return data
+
     @staticmethod
     def _select(available: list[str], wanted: list[str] | None, where: str) -> list[str]:
         if wanted is None:
