@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(worker(a)))
         return {}
     results: dict[str, dict] = {}
+    unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     limit = int(a.memory_limit_gb * 2**30)
     for variant in a.variants:
         cmd = [sys.executable, __file__, "--worker", variant, "--batch", str(a.batch), "--steps", str(a.steps),
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
             r["ratio_mem_vs_full"] = r["peak_rss_mb"] / full["peak_rss_mb"]
     unet_params = next((r["unet_params"] for r in results.values() if "unet_params" in r), None)
     out = {"command": " ".join(["python", "benchmarks/sd_scale_cost.py", *(argv if argv is not None else sys.argv[1:])]),
-           "unet_params": unet_params, "batch": a.batch, "latent_size": (json.loads(a.unet_config) if a.unet_config else SD15_UNET)["sample_size"], "steps_timed": a.steps,
+           "unet_params": unet_params, "batch": a.batch, "latent_size": unet_config["sample_size"], "steps_timed": a.steps,
            "adapter": ADAPTER, "methods": results}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
