@@ -149,3 +149,34 @@ def test_data_free_erasure_trains_on_the_models_own_generations(t2i_dir, tmp_pat
     assert torch.equal(again.data.train["Jane Doe"], dm.data.train["Jane Doe"])
     with pytest.raises(ValueError, match="needs retain names"):
         GeneratedIdentityDataModule(str(t2i_dir), forget="Jane Doe", image_size=16).setup("fit")
+
+
+def test_embedding_condition_lets_the_field_see_the_prompt(t2i_dir):
+    """On a text UNet the ``embedding`` condition is temb + the mean prompt state: the field can tell names apart."""
+    from legato_pl.adapters import ODEAdapterConfig, attach_adapters
+
+    from conftest import randomize_
+
+    base = load_base_model(t2i_dir)
+    unet = base.unet.eval()
+    x = torch.randn(2, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    t, states = torch.tensor([3, 60]), torch.randn(2, 77, TEXT["hidden_size"])
+    with torch.no_grad():
+        reference = unet(x, t, encoder_hidden_states=states).sample
+    adapters = attach_adapters(unet, ODEAdapterConfig(hidden=8, condition="embedding"))
+    temb_width = unet.time_embedding.linear_2.out_features
+    assert adapters.condition_dim == temb_width + TEXT["hidden_size"]
+    with torch.no_grad():
+        assert torch.equal(unet(x, t, encoder_hidden_states=states).sample, reference)  # exact at init
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append(kwargs.get("condition", args[2] if len(args) > 2 else None))
+
+    for adapter in adapters.adapters.values():
+        adapter.register_forward_pre_hook(record, with_kwargs=True)
+    randomize_(adapters, scale=0.1)
+    with torch.no_grad():
+        moved = unet(x, t, encoder_hidden_states=states).sample
+    assert not torch.allclose(moved, reference)
+    assert seen and all(torch.allclose(c[:, temb_width:], states.mean(1)) for c in seen)

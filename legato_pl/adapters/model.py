@@ -51,12 +51,19 @@ def resolve_stages(unet: nn.Module, stages: str | list[str]) -> dict[str, int]:
     return resolved
 
 
+def prompt_width(unet: nn.Module) -> int:
+    """Width of the text states a cross-attention UNet is called with (0 for other UNets)."""
+    width = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
+    return width if isinstance(width, int) else 0
+
+
 def embedding_width(unet: nn.Module) -> int:
-    """Width of the time (+ class) embedding a diffusers UNet hands its blocks as ``temb``."""
+    """Width of what the ``embedding`` condition feeds the field: the time (+ class) embedding a diffusers
+    UNet hands its blocks as ``temb``, plus, for a text UNet, the mean of the prompt's encoder states."""
     linear = getattr(getattr(unet, "time_embedding", None), "linear_2", None)
     if not isinstance(linear, nn.Linear):
         raise LegatoInputError(f"{type(unet).__name__} has no time_embedding.linear_2: cannot condition on its embedding")
-    return linear.out_features
+    return linear.out_features + prompt_width(unet)
 
 
 def _temb_reader(module: nn.Module, stage: str):
@@ -95,6 +102,7 @@ class ODEAdapters(StrengthKnob, nn.Module):
         self._states: dict[str, Tensor] = {}
         self._handles: list[Any] = []
         self._timestep: Tensor | None = None
+        self._prompt: Tensor | None = None
         self._attach()
 
     # hooks ---------------------------------------------------------------------------------------
@@ -105,9 +113,15 @@ class ODEAdapters(StrengthKnob, nn.Module):
             self._handles.append(module.register_forward_hook(self._make_hook(name, read_temb), with_kwargs=True))
         if self.config.condition == "timestep":
             self._handles.append(self._unet.register_forward_pre_hook(self._capture_timestep, with_kwargs=True))
+        if self.config.condition == "embedding" and prompt_width(self._unet):
+            self._handles.append(self._unet.register_forward_pre_hook(self._capture_prompt, with_kwargs=True))
 
     def _capture_timestep(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
+
+    def _capture_prompt(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        states = kwargs["encoder_hidden_states"] if "encoder_hidden_states" in kwargs else args[2]
+        self._prompt = states.mean(dim=1)  # [B, width]: which prompt this row draws
 
     def _make_hook(self, name: str, read_temb):
         adapter = self.adapters[_key(name)]
@@ -117,6 +131,8 @@ class ODEAdapters(StrengthKnob, nn.Module):
                 return None  # output untouched: exactly the base model
             h = output[0] if isinstance(output, tuple) else output
             temb = read_temb(args, kwargs) if read_temb is not None else None
+            if temb is not None and self._prompt is not None:  # text UNets: what is drawn is in the prompt
+                temb = torch.cat([temb, self._prompt.to(temb.dtype).expand(temb.shape[0], -1)], dim=1)
             condition = adapter.condition_from(self._timestep, temb, h.shape[0])
             h_new, states = adapter(h, self._strength, condition)
             self._states[name] = states
