@@ -17,7 +17,29 @@ from legato_pl.models.base import build_unet, save_base_model
 from legato_pl.models.diffusion import add_noise, ema_update, step_generator
 
 
-class DiffusionPretrainModule(pl.LightningModule):
+class PretrainBase(pl.LightningModule):
+    """What every base pretraining shares: AdamW with linear warm-up and an EMA of the UNet
+    (``hparams``: ``lr``, ``warmup_steps``, ``ema_decay``; subclasses set ``self.unet`` / ``self.ema``)."""
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.unet.parameters())
+
+    @override
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            step = self.global_step
+            decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))  # warm-up for short runs
+            ema_update(self.ema, self.unet, decay)
+
+    @override
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=self.hparams.lr, weight_decay=0.0)
+        warmup = max(1, self.hparams.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class DiffusionPretrainModule(PretrainBase):
     """Trains a class-conditional DDPM with label dropout to a null class (for guidance and the
     ``anchor`` target) and writes a diffusers pipeline directory plus ``identities.json``.
 
@@ -76,19 +98,6 @@ class DiffusionPretrainModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    @override
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None:
-            step = self.global_step
-            decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))  # warm-up for short runs
-            ema_update(self.ema, self.unet, decay)
-
-    @override
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr, weight_decay=0.0)
-        warmup = max(1, self.hparams.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @override
     def on_train_end(self) -> None:

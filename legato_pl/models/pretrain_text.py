@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -22,11 +21,12 @@ from typing_extensions import override
 
 from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
 from legato_pl.models.base import IDENTITIES_FILE
-from legato_pl.models.diffusion import add_noise, ema_update, step_generator
+from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.pretrain import PretrainBase
 from legato_pl.models.text_to_image import build_text_to_image
 
 
-class TextToImagePretrainModule(pl.LightningModule):
+class TextToImagePretrainModule(PretrainBase):
     """Trains the UNet of a fresh text-to-image pipeline on captioned identity photos.
 
     Args:
@@ -48,6 +48,7 @@ class TextToImagePretrainModule(pl.LightningModule):
         vae: dict[str, Any] | None = None,
         prompt_templates: list[str] | None = None,
         num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
         caption_dropout: float = 0.1,
         train_text_encoder: bool = False,
         lr: float = 2e-4,
@@ -72,7 +73,7 @@ class TextToImagePretrainModule(pl.LightningModule):
         unet = {**(h.unet or {}), "sample_size": dm.image_size // factor}
         text = h.text_encoder or {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                                   "num_attention_heads": 4}
-        self.pipeline = build_text_to_image(unet, text, h.vae, h.num_train_timesteps)
+        self.pipeline = build_text_to_image(unet, text, h.vae, h.num_train_timesteps, h.beta_schedule)
         self.unet, self.text_encoder = self.pipeline.unet, self.pipeline.text_encoder
         self.text_encoder.requires_grad_(h.train_text_encoder)
         self.scheduler = self.pipeline.scheduler
@@ -114,19 +115,8 @@ class TextToImagePretrainModule(pl.LightningModule):
                           return_tensors="pt").input_ids.to(self.device)
         return self.text_encoder(ids)[0]
 
-    @override
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None:
-            step = self.global_step
-            ema_update(self.ema, self.unet, min(self.hparams.ema_decay, (1 + step) / (10 + step)))
-
-    @override
-    def configure_optimizers(self):
-        params = [*self.unet.parameters(), *(self.text_encoder.parameters() if self.hparams.train_text_encoder else [])]
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=0.0)
-        warmup = max(1, self.hparams.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.unet.parameters(), *(self.text_encoder.parameters() if self.hparams.train_text_encoder else [])]
 
     @override
     def on_train_end(self) -> None:

@@ -17,7 +17,7 @@ TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline",)  # the model_index classe
 
 
 def build_text_to_image(unet: dict[str, Any], text_encoder: dict[str, Any], vae: dict[str, Any] | None = None,
-                        num_train_timesteps: int = 1000):
+                        num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2"):
     """A fresh ``StableDiffusionPipeline`` from configs, with CLIP's real tokenizer (offline).
 
     ``vae=None`` makes a pixel-space model (the UNet sees images); with a VAE config it is latent.
@@ -34,7 +34,8 @@ def build_text_to_image(unet: dict[str, Any], text_encoder: dict[str, Any], vae:
     channels = autoencoder.config.latent_channels if autoencoder is not None else 3
     unet_model = UNet2DConditionModel(**{"in_channels": channels, "out_channels": channels, **unet,
                                          "cross_attention_dim": text_config.hidden_size})
-    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, clip_sample=False, steps_offset=1)
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False,
+                              steps_offset=1)
     return StableDiffusionPipeline(vae=autoencoder, text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer,
                                    unet=unet_model, scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
