@@ -47,6 +47,7 @@ METHODS = {
     "legato_nocond": [ADAPTER + "condition", "none"],
     "legato_paper": [ADAPTER + "condition", "none", ADAPTER + "hidden", "256"],
     "legato_no_traj": ["--model.init_args.w_trajectory", "0"],
+    "legato_anchor": ["--model.init_args.forget_target", "anchor"],  # the GUIDE "average" target
     "legato_negative": ["--model.init_args.forget_target", "negative", "--model.init_args.eta", "1.0"],
     "legato_lr3e-3": ["--model.init_args.lr", "3e-3"],
     "legato_all_stages": [ADAPTER + "stages", "all"],
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.set_defaults(forget_samples=64, per_identity=8)
     p.add_argument("--forget", nargs="+", default=FORGET, help="forget people, one fit per person and method")
     p.add_argument("--methods", nargs="+", default=["legato", "lora", "full"], choices=list(METHODS))
-    p.add_argument("--ablations", nargs="*", default=["legato_nocond"], choices=list(METHODS),
+    p.add_argument("--ablations", nargs="*", default=["legato_anchor", "legato_nocond"], choices=list(METHODS),
                    help="methods run on the first forget person only (after --methods on every person)")
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0],
                    help="evaluated strengths (0, the base, is always included)")

@@ -50,7 +50,7 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     main(args)
     saved = json.loads((tmp_path / "results" / "compare_methods.json").read_text())
     methods = saved["methods"]
-    assert set(methods) == {"legato", "lora", "full", "legato_nocond"}  # the ablation, on the first person only
+    assert set(methods) == {"legato", "lora", "full", "legato_anchor", "legato_nocond"}  # ablations: first person only
     assert set(saved["per_identity"]["Tony_Blair"]["methods"]) == {"legato", "lora", "full"}
     assert methods["full"]["step_time_ratio_vs_full"] == 1.0
     assert methods["legato"]["trainable_params"] < methods["full"]["trainable_params"] == methods["full"]["unet_params"]
