@@ -83,7 +83,8 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     audit = json.loads((tmp_path / "results" / "audit_methods.json").read_text())
     assert set(audit["methods"]) == {"legato", "lora", "residual"}
     for r in audit["methods"].values():
-        assert set(r["relearning"]) == {"method k=1", "method unrelated"} and r["samples"] == 2
+        assert set(r["relearning"]) == {"method k=1", "method unrelated", "reference: new person, lora k=1"}
+        assert r["samples"] == 2
         assert 0 <= r["membership_inference"]["auc_after"] <= 1 and r["condition_inversion"]["steps"] == 2
     assert "Verdicts" in (tmp_path / "results" / "audit_methods.md").read_text()
 

@@ -25,7 +25,7 @@ from legato_pl.audit.relearning import relearn
 from legato_pl.data import IdentityImages
 from legato_pl.data.datamodule import check_names
 from legato_pl.errors import LegatoInputError
-from legato_pl.methods import load_method
+from legato_pl.methods import LoRA, load_method
 from legato_pl.methods.base import read_method_file
 from legato_pl.metrics.encoders import IdentityEncoder
 from legato_pl.models.base import load_base_model
@@ -45,6 +45,7 @@ class AuditSettings:
     relearn_steps: int = 200
     relearn_eval_every: int = 25
     relearn_lr: float = 1e-4
+    relearn_reference: bool = True  # also relearn the person on a base that never knew them (class row reset)
     heldout_fraction: float = 0.2
     seed: int = 0
 
@@ -156,15 +157,23 @@ def run_audit(
     runs = {f"k={k}": (members[:k], torch.full((min(k, len(members)),), f)) for k in s.relearn_k}
     if s.relearn_unrelated:
         runs["unrelated"] = (unrelated, unrelated_labels[: s.relearn_unrelated])
-    for params in s.relearn_params:
-        for name, (photos, photo_labels) in runs.items():
-            unet, method = fresh(True)
-            r = relearn(unet, base.scheduler, method, photos, photo_labels, judge, f, target=target,
-                        null_class=base.null_class, params=params, max_steps=s.relearn_steps,
-                        eval_every=s.relearn_eval_every, lr=s.relearn_lr, eval_samples=s.samples, seed=s.seed,
-                        sampling={"guidance_scale": s.guidance_scale, "num_inference_steps": s.sampling_steps})
-            result.relearning[f"{params} {name}"] = {"steps_to_target": r.steps_to_target, "curve": r.curve,
-                                                     "photos": len(photos), "target": target, "budget": s.relearn_steps}
+    plan = [(f"{params} {name}", params, photos, labels_, True) for params in s.relearn_params
+            for name, (photos, labels_) in runs.items()]
+    if s.relearn_reference and s.relearn_k:  # the same attack on a model that never knew the person
+        k = max(s.relearn_k)
+        plan.append((f"reference: new person, lora k={k}", "method", *runs[f"k={k}"], False))  # method = a fresh LoRA
+    for key, params, photos, photo_labels, unlearned in plan:
+        unet, method = fresh(unlearned)
+        if not unlearned:  # the base with the person's class row set to "nobody": learning them is learning anew
+            with torch.no_grad():
+                unet.class_embedding.weight[f] = unet.class_embedding.weight[base.null_class]
+            method = LoRA(unet, rank=4)
+        r = relearn(unet, base.scheduler, method, photos, photo_labels, judge, f, target=target,
+                    null_class=base.null_class, params=params, max_steps=s.relearn_steps,
+                    eval_every=s.relearn_eval_every, lr=s.relearn_lr, eval_samples=s.samples, seed=s.seed,
+                    sampling={"guidance_scale": s.guidance_scale, "num_inference_steps": s.sampling_steps})
+        result.relearning[key] = {"steps_to_target": r.steps_to_target, "curve": r.curve, "photos": len(photos),
+                                  "target": target, "budget": s.relearn_steps}
     result.seconds = time.perf_counter() - start
     if out is not None:
         write_audit(result, grids, Path(out))
@@ -191,7 +200,9 @@ def audit_main(argv: list[str] | None = None) -> AuditResult:
     p.add_argument("--out", default="audit", help="directory for audit.json, audit.md and audit_grid.png")
     defaults = AuditSettings()
     for name, value in asdict(defaults).items():
-        if isinstance(value, tuple):
+        if isinstance(value, bool):
+            p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=value)
+        elif isinstance(value, tuple):
             p.add_argument(f"--{name}", nargs="*", default=list(value), type=type(value[0]) if value else str)
         else:
             p.add_argument(f"--{name}", type=type(value), default=value)
