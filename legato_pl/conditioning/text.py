@@ -56,17 +56,23 @@ class TextConditioning(Conditioning):
         """``[N, tokens, width]`` text-encoder states (cached per prompt: the encoder is frozen)."""
         new = sorted({p for p in prompts if p not in self._cache})
         if new:
-            device = next(self.text_encoder.parameters()).device
-            ids = self.tokenizer(new, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
-                                 return_tensors="pt").input_ids.to(device)
-            states = self.text_encoder(ids)[0]
+            states = self.text_encoder(self.token_ids(new))[0]
             self._cache.update(zip(new, states))
         return torch.stack([self._cache[p] for p in prompts])
 
+    def prompts(self, labels: Tensor, generator: torch.Generator | None = None) -> list[str]:
+        """One prompt per label, each with a template drawn from ``generator`` (a CPU generator)."""
+        choice = torch.randint(0, len(self.templates), (len(labels),), generator=generator)
+        return [self.prompt(int(y), int(k)) for y, k in zip(labels.tolist(), choice.tolist())]
+
+    def token_ids(self, prompts: list[str]) -> Tensor:
+        """Padded token ids on the text encoder's device."""
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+                             return_tensors="pt").input_ids
+        return ids.to(next(self.text_encoder.parameters()).device)
+
     def encode(self, unet: nn.Module, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        choice = torch.randint(0, len(self.templates), (len(labels),), generator=generator, device=labels.device)
-        prompts = [self.prompt(int(y), int(k)) for y, k in zip(labels.tolist(), choice.tolist())]
-        return self._on(unet, self.encode_prompts(prompts))
+        return self._on(unet, self.encode_prompts(self.prompts(labels, generator)))
 
     def null(self, unet: nn.Module, n: int) -> Tensor:
         return self._on(unet, self.encode_prompts([""])).expand(n, -1, -1)

@@ -109,11 +109,7 @@ class TextToImagePretrainModule(PretrainBase):
 
     def _encode_with_grad(self, labels: torch.Tensor, choice: torch.Generator) -> torch.Tensor:
         c = self.conditioning
-        k = torch.randint(0, len(c.templates), (len(labels),), generator=choice)
-        prompts = [c.prompt(int(y), int(j)) for y, j in zip(labels.tolist(), k.tolist())]
-        ids = c.tokenizer(prompts, padding="max_length", max_length=c.tokenizer.model_max_length, truncation=True,
-                          return_tensors="pt").input_ids.to(self.device)
-        return self.text_encoder(ids)[0]
+        return self.text_encoder(c.token_ids(c.prompts(labels, choice)))[0]
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [*self.unet.parameters(), *(self.text_encoder.parameters() if self.hparams.train_text_encoder else [])]
