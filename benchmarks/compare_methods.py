@@ -111,8 +111,9 @@ def scores(metrics: UnlearningMetrics, before: torch.Tensor, after: torch.Tensor
     def fd(idx: torch.Tensor) -> float:
         return frechet_distance(*feature_statistics(emb_b[idx]), *feature_statistics(emb_a[idx]))
 
-    out["FD_pre"] = fd(torch.arange(len(emb_b)))
-    out["FD_pre_ci"] = list(bootstrap_ci(fd, len(emb_b), num_resamples=resamples))
+    if len(emb_b) >= 2:  # a Fréchet distance needs two retain rows
+        out["FD_pre"] = fd(torch.arange(len(emb_b)))
+        out["FD_pre_ci"] = list(bootstrap_ci(fd, len(emb_b), num_resamples=resamples))
     return out
 
 

@@ -145,3 +145,31 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
     assert methods["full"]["ratio_time_vs_full"] == 1.0 and methods["full"]["trainable_params"] == out["unet_params"]
     assert 0 < methods["legato"]["trainable_params"] < methods["full"]["trainable_params"]
     assert json.loads((tmp_path / "sd_scale_cost.json").read_text())["methods"].keys() == methods.keys()
+
+
+@pytest.mark.slow
+def test_t2i_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
+    """benchmarks/t2i_lfw.py on a tiny text-to-image base of three LFW people (pretrained 3 steps by the script)."""
+    monkeypatch.chdir(REPO)
+    from t2i_lfw import main
+
+    unet = ("{block_out_channels: [16, 32], down_block_types: [CrossAttnDownBlock2D, DownBlock2D], "
+            "up_block_types: [UpBlock2D, CrossAttnUpBlock2D], norm_num_groups: 8, attention_head_dim: 4}")
+    text = "{hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"
+    pretrain = (f"--trainer.max_steps 3 --trainer.logger.init_args.save_dir {tmp_path} --data.init_args.identities "
+                f"'{IDS}' --data.init_args.image_size 16 --data.init_args.batch_size 4 --model.init_args.unet '{unet}' "
+                f"--model.init_args.text_encoder '{text}'")
+    main(["--base", str(tmp_path / "base"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
+          "--root", str(faces_root), "--steps", "3", "--per-identity", "2", "--forget-samples", "3", "--steps-ddim", "2",
+          "--resamples", "20", "--pretrain-args", pretrain, "--unlearn-args", TINY_UNLEARN])
+    saved = json.loads((tmp_path / "results" / "t2i_lfw.json").read_text())
+    assert saved["forget"] == "George_W_Bush" and saved["command"].startswith("python benchmarks/t2i_lfw.py")
+    assert saved["samples"] == {"base_acc": 6, "forget": 3, "forget_paraphrase": 3, "retain": 4, "people": 3}
+    for key in ("base_acc", "acc_forget", "acc_forget_paraphrase", "acc_retain"):
+        lo, hi = saved[f"{key}_ci"]
+        assert 0 <= saved[key] <= 1 and lo - 1e-9 <= saved[key] <= hi + 1e-9, key
+    assert 0 <= saved["acc_forget_before"] <= 1 and 0 <= saved["acc_retain_before"] <= 1
+    assert not set(saved["templates"]) & set(saved["paraphrases"])
+    assert saved["FD_pre"] >= 0 and 0 < saved["trainable_params"] < saved["unet_params"]
+    assert (tmp_path / "results" / "t2i_lfw_grid.png").stat().st_size > 500
+    assert "paraphrases never trained on" in (tmp_path / "results" / "t2i_lfw.md").read_text()

@@ -180,3 +180,45 @@ def test_embedding_condition_lets_the_field_see_the_prompt(t2i_dir):
         moved = unet(x, t, encoder_hidden_states=states).sample
     assert not torch.allclose(moved, reference)
     assert seen and all(torch.allclose(c[:, temb_width:], states.mean(1)) for c in seen)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_pipeline_runs_the_fp32_trained_artifact(t2i_dir, tmp_path, dtype):
+    """A user's fp16 / bf16 SD pipeline (``from_pretrained(..., torch_dtype=...)``): training loads the base in fp32
+    whatever its stored dtype; the artifact loads in the UNet's dtype; strength 0 is the half pipeline exactly,
+    strength 1 matches the fp32 student within half precision; diffusers' own pipeline call runs with it."""
+    from diffusers import StableDiffusionPipeline
+
+    from conftest import randomize_
+
+    half_dir = tmp_path / "half"
+    no_vae = {} if (t2i_dir / "vae").is_dir() else {"vae": None}  # the pixel-space pipeline has none
+    StableDiffusionPipeline.from_pretrained(str(t2i_dir), safety_checker=None, **no_vae).to(dtype).save_pretrained(
+        str(half_dir))
+    module = UnlearningModule(str(half_dir), method=tiny())
+    assert {p.dtype for p in [*module.unet.parameters(), *module.conditioning.text_encoder.parameters()]} == {torch.float32}
+    randomize_(module.adapters, scale=0.05)
+    module.method.save(tmp_path / "art", base_model=str(half_dir))
+    cond = module.conditioning.encode_prompts(["a photo of person 01", "person 00 smiling"])
+    x = torch.randn(2, module.unet.config.in_channels, module.unet.config.sample_size, module.unet.config.sample_size)
+    t = torch.tensor([3, 60])
+    with torch.no_grad():
+        student = module.conditioning.predict(module.unet, x, t, cond)
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(half_dir), torch_dtype=dtype, safety_checker=None, **no_vae)
+    with torch.no_grad():
+        base_half = pipe.unet(x.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample
+    method = load_method(pipe.unet, tmp_path / "art", strength=0.0)
+    assert {p.dtype for p in method.trainable_parameters()} == {dtype}
+    with torch.no_grad():
+        assert torch.equal(pipe.unet(x.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample, base_half)
+        method.strength = 1.0
+        adapted = pipe.unet(x.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample
+    assert adapted.dtype == dtype and not torch.equal(adapted, base_half)
+    # within half precision of the fp32 student, and much closer to it than the base is
+    error, shift = (adapted.float() - student).abs().mean(), (base_half.float() - student).abs().mean()
+    assert error < 0.2 * shift, (error, shift)
+    latent = pipe.vae is not None
+    out = pipe(["a photo of person 01"], num_inference_steps=2, height=16, width=16,
+               output_type="pt" if latent else "latent").images
+    assert out.dtype == dtype and torch.isfinite(out).all()

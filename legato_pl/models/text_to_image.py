@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
@@ -47,7 +48,12 @@ def is_text_to_image(path: Path) -> bool:
 
 
 def load_text_to_image(path: str | Path) -> tuple[nn.Module, DDPMScheduler, Any, nn.Module, nn.Module | None]:
-    """``(unet, training scheduler, tokenizer, text_encoder, vae or None)`` of an SD-layout directory or hub id."""
+    """``(unet, training scheduler, tokenizer, text_encoder, vae or None)`` of an SD-layout directory or hub id.
+
+    Every component is loaded in fp32 whatever dtype it is stored in (an fp16 SD checkpoint included): the
+    objective trains in fp32 on CPU and GPU alike. The artifacts it writes load onto an fp16 / bf16
+    pipeline (:func:`legato_pl.methods.load_method` follows the UNet's dtype).
+    """
     from diffusers import DiffusionPipeline
 
     index_file = Path(path) / "model_index.json"
@@ -61,6 +67,7 @@ def load_text_to_image(path: str | Path) -> tuple[nn.Module, DDPMScheduler, Any,
     if type(pipe).__name__ not in TEXT_TO_IMAGE_PIPELINES:
         raise LegatoInputError(f"{path} is a {type(pipe).__name__}; supported: DDPMPipeline with identities.json "
                                f"(class-conditional) and {', '.join(TEXT_TO_IMAGE_PIPELINES)}")
+    pipe.to(torch.float32)  # after loading: the ``dtype`` / ``torch_dtype`` keyword depends on the diffusers version
     vae = getattr(pipe, "vae", None)
     if vae is None and pipe.unet.config.in_channels != 3:
         raise LegatoInputError(f"{path}: the UNet takes {pipe.unet.config.in_channels}-channel latents but the "
