@@ -60,7 +60,7 @@ def test_relearning_brings_back_a_person_that_was_removed(world):
     own = {n: p.clone() for n, p in forgotten.named_parameters() if "lora_" not in n}
     photos = data.train["person_01"][:8]
     result = relearn(forgotten, base.scheduler, method, photos, torch.full((8,), FORGET), judge, FORGET, target=0.5,
-                     null_class=base.null_class, max_steps=120, eval_every=30, lr=1e-2, eval_samples=8, sampling=SAMPLING)
+                     conditioning=base.conditioning, max_steps=120, eval_every=30, lr=1e-2, eval_samples=8, sampling=SAMPLING)
     assert result.curve[0][1] < 0.5  # removed before the attack
     assert result.steps_to_target is not None and result.steps_to_target > 0, result.curve
     # relearning trained the method's parameters only: the UNet's own weights are untouched

@@ -222,3 +222,54 @@ def test_half_precision_pipeline_runs_the_fp32_trained_artifact(t2i_dir, tmp_pat
     out = pipe(["a photo of person 01"], num_inference_steps=2, height=16, width=16,
                output_type="pt" if latent else "latent").images
     assert out.dtype == dtype and torch.isfinite(out).all()
+
+
+def test_soft_tokens_reproduce_the_prompt_and_carry_gradients(t2i_dir):
+    """The attacks' learnable tokens: fed the name's own token embeddings they give the prompt's states exactly."""
+    text = load_base_model(t2i_dir).text
+    ids = text.tokenizer("Jane Doe", add_special_tokens=False).input_ids
+    own = text.text_encoder.get_input_embeddings().weight[ids].detach()
+    torch.testing.assert_close(text.soft_states("a photo of <*> <*>", own), text.encode_prompts(["a photo of Jane Doe"]),
+                               rtol=0, atol=1e-6)
+    vectors = text.soft_init(None).requires_grad_(True)
+    text.soft_condition(text.text_encoder, vectors).square().sum().backward()
+    assert vectors.grad.abs().sum() > 0 and all(p.grad is None for p in text.text_encoder.parameters())
+    with pytest.raises(ValueError, match="for 1 vectors"):
+        text.soft_states("<*> and <*>", own[:1])
+
+
+def test_text_model_audit_runs_every_attack_and_the_prompt_attack_optimises(t2i_dir, tmp_path):
+    """The audit on a text-to-image base (pixel and latent): condition inversion on a token, membership inference,
+    relearning with a never-seen name as the reference, and the adversarial prefix search, whose loss falls."""
+    from legato_pl.audit import AuditSettings, IdentityJudge, prompt_attack, run_audit
+    from legato_pl.data import IdentityImages
+
+    from conftest import pixel_encoder, randomize_
+
+    base_dir = tmp_path / "base"
+    shutil.copytree(t2i_dir, base_dir)
+    names = [f"person_{i:02d}" for i in range(4)]
+    (base_dir / "identities.json").write_text(json.dumps(names))
+    module = UnlearningModule(str(base_dir), method=tiny())
+    randomize_(module.adapters, scale=0.05)
+    module.method.save(tmp_path / "art", base_model=str(base_dir))
+    templates = ("a photo of {}", "{} smiling")
+    settings = AuditSettings(samples=2, sampling_steps=2, inversion_steps=3, relearn_k=(2,), relearn_unrelated=2,
+                             relearn_steps=1, relearn_eval_every=1, prompt_attack_tokens=2, prompt_attack_steps=2,
+                             prompt_templates=templates)
+    result = run_audit(str(base_dir), str(tmp_path / "art"), "person_01", None, pixel_encoder, settings, tmp_path / "audit")
+    assert set(result.prompt_attack["per_template"]) == set(templates)
+    assert {"acc_base", "acc_unlearned", "steps"} <= set(result.condition_inversion)
+    assert set(result.relearning) == {"method k=2", "method unrelated", "reference: new person, lora k=2"}
+    assert 0 <= result.membership_inference["auc_after"] <= 1
+    assert "adversarial prompt" in (tmp_path / "audit" / "audit.md").read_text()
+
+    # the search itself: a longer run brings the unlearned prediction toward the base's
+    base = load_base_model(base_dir, prompt_templates=["a photo of {}"])
+    method = load_method(base.unet, tmp_path / "art")
+    data = IdentityImages(None, 16, 0.25, identities=names, num_synthetic_identities=4, synthetic_images_per_identity=8)
+    judge = IdentityJudge(pixel_encoder, {i: data.heldout[n] for i, n in enumerate(names)}, 16)
+    attack = prompt_attack(base.unet, base.scheduler, method, base.text, data.train["person_01"], 1, judge, tokens=2,
+                           steps=30, lr=5e-2, samples=2, sampling={"num_inference_steps": 2})
+    r = attack.per_template["a photo of {}"]
+    assert r["gap_attacked"] < r["gap_initial_prefix"] and method.strength == 1.0

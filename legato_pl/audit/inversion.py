@@ -1,8 +1,9 @@
 """Condition inversion (Concept Inversion / textual-inversion style): can a fresh condition draw the person?
 
-With the model frozen, one class-embedding vector is optimised on the forget person's photos with the
-plain diffusion loss, then sampled from. Run with the same budget on the base model for the reference:
-how well this attack can draw the person at all.
+With the model frozen, a fresh condition is optimised on the forget person's photos with the plain
+diffusion loss, then sampled from: a class-embedding vector for class-conditional models, a token
+embedding standing for the name in a prompt template for text-to-image models. Run with the same
+budget on the base model for the reference: how well this attack can draw the person at all.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
-from legato_pl.conditioning import predict_noise
+from legato_pl.conditioning import ClassConditioning, Conditioning
 from legato_pl.models.diffusion import add_noise, step_generator
 
 
@@ -25,9 +26,15 @@ def diffusion_target(scheduler: DDPMScheduler, x0: Tensor, noise: Tensor, t: Ten
     return noise
 
 
+def class_conditioning(unet: nn.Module) -> ClassConditioning:
+    """The conditioning of a class-conditional UNet when none is given (the last class is ∅)."""
+    return ClassConditioning([], unet.config.num_class_embeds - 1)
+
+
 @dataclass
 class InversionResult:
-    embedding: Tensor  # [D], the found condition
+    embedding: Tensor  # the learned input (a class-embedding vector, or token embeddings [K, D])
+    condition: Tensor  # [1, ...] the condition it makes: ``sample(embeddings=condition.expand(n, ...))``
     losses: list[float]  # diffusion loss per step
 
 
@@ -40,15 +47,18 @@ def invert_condition(
     lr: float = 5e-3,
     batch_size: int = 8,
     seed: int = 0,
+    conditioning: Conditioning | None = None,
 ) -> InversionResult:
-    """Optimise one condition embedding (started at ``init``) so the frozen ``unet`` denoises ``photos``.
+    """Optimise the input ``init`` of a condition (see :meth:`Conditioning.soft_init`) so the frozen ``unet``
+    denoises ``photos`` (images in [-1, 1]; latent models encode them).
 
     Only the embedding receives gradients; the UNet (with whatever method is attached) is untouched.
     """
+    conditioning = conditioning or class_conditioning(unet)
     if steps < 1 or len(photos) == 0:
         raise ValueError(f"inversion needs photos and at least one step (got {len(photos)} photos, {steps} steps)")
     device = next(unet.parameters()).device
-    photos = photos.to(device)
+    photos = conditioning.to_latents(photos.to(device))
     embedding = init.detach().clone().float().to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([embedding], lr=lr)
     frozen = [p.requires_grad for p in unet.parameters()]
@@ -60,7 +70,8 @@ def invert_condition(
             idx = torch.randint(0, len(photos), (min(batch_size, len(photos)),), generator=gen, device=device)
             x0 = photos[idx]
             x_t, noise, t = add_noise(scheduler, x0, gen)
-            pred = predict_noise(unet, x_t, t, embedding.expand(len(x0), -1))
+            cond = conditioning.soft_condition(unet, embedding)
+            pred = conditioning.predict(unet, x_t, t, cond.expand(len(x0), *cond.shape[1:]))
             loss = F.mse_loss(pred.float(), diffusion_target(scheduler, x0, noise, t).float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -69,4 +80,6 @@ def invert_condition(
     finally:
         for p, flag in zip(unet.parameters(), frozen):
             p.requires_grad_(flag)
-    return InversionResult(embedding.detach(), losses)
+    with torch.no_grad():
+        condition = conditioning.soft_condition(unet, embedding)
+    return InversionResult(embedding.detach(), condition, losses)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
-from legato_pl.audit.inversion import diffusion_target
+from legato_pl.audit.inversion import class_conditioning, diffusion_target
+from legato_pl.conditioning import Conditioning
 from legato_pl.sampling import initial_noise
 
 DEFAULT_TIMESTEPS = (50, 100, 200, 300, 400, 500)  # fractions of 1000; rescaled to the scheduler's range
@@ -27,16 +28,21 @@ def denoising_errors(
     label: int,
     timesteps: tuple[int, ...] = DEFAULT_TIMESTEPS,
     seed: int = 0,
+    conditioning: Conditioning | None = None,
 ) -> Tensor:
-    """``[N, len(timesteps)]`` mean squared denoising error of each photo at each timestep."""
+    """``[N, len(timesteps)]`` mean squared denoising error of each photo at each timestep, conditioned on
+    identity ``label`` (text models: a template drawn per photo from ``seed``, the same at every call)."""
+    conditioning = conditioning or class_conditioning(unet)
     device = next(unet.parameters()).device
+    x0 = conditioning.to_latents(photos.to(device))
+    labels = torch.full((len(photos),), label)
+    cond = conditioning.encode(unet, labels, generator=torch.Generator().manual_seed(seed)).to(device)
     total = scheduler.config.num_train_timesteps
     out = []
     for k, step in enumerate(timesteps):
         t = torch.full((len(photos),), min(total - 1, step * total // 1000), device=device)
-        x0 = photos.to(device)
-        noise = initial_noise([seed * 7919 + 1000 * k + i for i in range(len(photos))], tuple(photos.shape[1:])).to(device)
-        pred = unet(scheduler.add_noise(x0, noise, t), t, class_labels=torch.full_like(t, label)).sample
+        noise = initial_noise([seed * 7919 + 1000 * k + i for i in range(len(photos))], tuple(x0.shape[1:])).to(device)
+        pred = conditioning.predict(unet, scheduler.add_noise(x0, noise, t), t, cond)
         err = F.mse_loss(pred.float(), diffusion_target(scheduler, x0, noise, t).float(), reduction="none")
         out.append(err.flatten(1).mean(1).cpu())
     return torch.stack(out, dim=1)

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
-from legato_pl.audit.inversion import diffusion_target
+from legato_pl.audit.inversion import class_conditioning, diffusion_target
 from legato_pl.audit.judge import IdentityJudge
+from legato_pl.conditioning import Conditioning
 from legato_pl.methods import UnlearningMethod
 from legato_pl.models.diffusion import add_noise, step_generator
 from legato_pl.sampling import sample
@@ -64,7 +65,7 @@ def relearn(
     forget_label: int,
     *,
     target: float,
-    null_class: int,
+    conditioning: Conditioning | None = None,
     params: Literal["method", "lora"] = "method",
     max_steps: int = 200,
     eval_every: int = 25,
@@ -75,21 +76,23 @@ def relearn(
     seed: int = 0,
     sampling: dict | None = None,
 ) -> RelearnResult:
-    """Fine-tune (``photos`` with class ``labels``) until the forget person's accuracy reaches ``target``.
+    """Fine-tune (``photos`` of identities ``labels``) until the forget person's accuracy reaches ``target``.
 
-    Mutates ``unet`` and ``method``: pass a freshly loaded copy. Step 0 is the model as given.
+    ``conditioning`` turns identities into conditions (default: the UNet's class table) for training and
+    sampling alike. Mutates ``unet`` and ``method``: pass a freshly loaded copy. Step 0 is the model as given.
     """
+    conditioning = conditioning or class_conditioning(unet)
     sampling = {"guidance_scale": 3.0, "num_inference_steps": 25, **(sampling or {})}
     device = next(unet.parameters()).device
     trainable = _trainable(unet, method, params, lora_rank)
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     eval_labels = torch.full((eval_samples,), forget_label)
     result = RelearnResult(None)
-    photos, labels = photos.to(device), labels.to(device)
+    photos = conditioning.to_latents(photos.to(device))
     for step in range(max_steps + 1):
         if step % eval_every == 0 or step == max_steps:
             unet.eval()
-            images = sample(unet, scheduler, eval_labels, null_class=null_class, seed=seed, **sampling)
+            images = sample(unet, scheduler, eval_labels, conditioning=conditioning, seed=seed, **sampling)
             acc = judge.accuracy(images, forget_label)
             result.curve.append((step, acc))
             if acc >= target:
@@ -101,7 +104,8 @@ def relearn(
         idx = torch.randint(0, len(photos), (min(batch_size, len(photos)),), generator=gen, device=device)
         x0 = photos[idx]
         x_t, noise, t = add_noise(scheduler, x0, gen)
-        pred = unet(x_t, t, class_labels=labels[idx]).sample
+        cond = conditioning.encode(unet, labels[idx.cpu()], generator=torch.Generator().manual_seed(seed + step))
+        pred = conditioning.predict(unet, x_t, t, cond.to(device))
         loss = F.mse_loss(pred.float(), diffusion_target(scheduler, x0, noise, t).float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

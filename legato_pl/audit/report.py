@@ -21,7 +21,9 @@ from torchvision.utils import save_image
 from legato_pl.audit.inversion import invert_condition
 from legato_pl.audit.judge import IdentityJudge
 from legato_pl.audit.membership import denoising_errors, membership_inference
+from legato_pl.audit.prompt_attack import prompt_attack
 from legato_pl.audit.relearning import relearn
+from legato_pl.conditioning import TextConditioning
 from legato_pl.data import IdentityImages
 from legato_pl.data.datamodule import check_names
 from legato_pl.errors import LegatoInputError
@@ -47,6 +49,9 @@ class AuditSettings:
     relearn_lr: float = 1e-4
     relearn_reference: bool = True  # also relearn the person on a base that never knew them (class row reset)
     heldout_fraction: float = 0.2
+    prompt_templates: tuple[str, ...] = ()  # text models: the fit's templates (empty: the defaults)
+    prompt_attack_tokens: int = 5  # text models: adversarial prefix tokens (UnlearnDiffAtk style)
+    prompt_attack_steps: int = 40  # per template; 0 skips the attack
     seed: int = 0
 
 
@@ -59,6 +64,7 @@ class AuditResult:
     condition_inversion: dict = field(default_factory=dict)
     membership_inference: dict = field(default_factory=dict)
     relearning: dict = field(default_factory=dict)
+    prompt_attack: dict = field(default_factory=dict)  # text models only
     seconds: float = 0.0
 
     def verdicts(self) -> list[str]:
@@ -74,6 +80,11 @@ class AuditResult:
             leaks = mi["auc_after"] > 0.6
             lines.append(f"membership inference: {'training photos still DISTINGUISHABLE' if leaks else 'no clear signal'} "
                          f"(AUC {mi['auc_after']:.2f} after vs {mi['auc_before']:.2f} before; 0.5 = none)")
+        pa = self.prompt_attack
+        if pa:
+            lines.append(f"adversarial prompt ({pa['tokens']} prefix tokens, {pa['steps']} steps): "
+                         f"{'RECOVERABLE' if pa['attack_success_rate'] > 0 else 'not recovered'} on "
+                         f"{pa['attack_success_rate']:.0%} of the prompt templates")
         for name, r in self.relearning.items():
             back = r["steps_to_target"]
             lines.append(f"relearning ({name}): " + (f"person BACK after {back} steps" if back is not None else
@@ -91,6 +102,9 @@ class AuditResult:
         if mi:
             md += [f"| membership inference: AUC | {mi['auc_before']:.3f} | {mi['auc_after']:.3f} |",
                    f"| membership inference: TPR at 1% FPR | {mi['tpr_at_1pct_before']:.3f} | {mi['tpr_at_1pct_after']:.3f} |"]
+        for template, r in self.prompt_attack.get("per_template", {}).items():
+            md.append(f"| adversarial prompt on {template!r}: accuracy plain / attacked | {r['acc_base']:.3f} | "
+                      f"{r['acc_unlearned']:.3f} / {r['acc_attacked']:.3f} |")
         for name, r in self.relearning.items():
             md.append(f"| relearning {name}: steps to accuracy {r['target']:.2f} | | "
                       f"{r['steps_to_target'] if r['steps_to_target'] is not None else '> ' + str(r['budget'])} |")
@@ -108,13 +122,27 @@ def run_audit(
     settings: AuditSettings | None = None,
     out: str | Path | None = None,
 ) -> AuditResult:
-    """Every attack on the artifact ``adapters`` (any method) and on the base, for identity ``forget``."""
+    """Every attack on the artifact ``adapters`` (any method) and on the base, for identity ``forget``.
+
+    Class-conditional and text-to-image bases alike (through the base's conditioning); text models also get
+    the adversarial prompt search, with the prompt templates of ``settings`` (the fit's, ideally).
+    """
     s = settings or AuditSettings()
     start = time.perf_counter()
-    base = load_base_model(base_model)
+    templates = list(s.prompt_templates) or None
+
+    def fresh(unlearned: bool):
+        loaded = load_base_model(base_model, prompt_templates=templates)
+        unet = loaded.unet.eval()
+        return loaded, unet, (load_method(unet, adapters, strength=1.0) if unlearned else None)
+
+    base, _, _ = fresh(False)
     check_names([forget], base.identities, f"base model {base_model}")
+    conditioning = base.conditioning
+    if conditioning is None:
+        raise LegatoInputError(f"{base_model} is unconditional: there is no identity to audit")
     meta = read_method_file(adapters)
-    size = base.unet.config.sample_size
+    size = base.unet.config.sample_size * conditioning.latent_factor
     data = IdentityImages(root, size, s.heldout_fraction, identities=base.identities)
     f = base.identities.index(forget)
     members, nonmembers = data.train[forget], data.heldout[forget]
@@ -122,34 +150,35 @@ def run_audit(
         raise LegatoInputError(f"{forget} needs training and held-out photos (heldout_fraction {s.heldout_fraction})")
     judge = IdentityJudge(encoder, {base.identities.index(n): data.heldout[n] for n in data.names
                                     if len(data.heldout[n])}, size)
-    kw = dict(null_class=base.null_class, guidance_scale=s.guidance_scale, num_inference_steps=s.sampling_steps)
+    sampling = {"guidance_scale": s.guidance_scale, "num_inference_steps": s.sampling_steps}
     labels = torch.full((s.samples,), f)
-
-    def fresh(unlearned: bool):
-        unet = load_base_model(base_model).unet.eval()
-        method = load_method(unet, adapters, strength=1.0) if unlearned else None
-        return unet, method
 
     result = AuditResult(forget, meta.get("method", "?"), asdict(s))
     grids = {}
     for tag, unlearned in (("base", False), ("unlearned", True)):
-        unet, _ = fresh(unlearned)
-        grids[f"own_{tag}"] = sample(unet, base.scheduler, labels, seed=s.seed, **kw)
+        _, unet, method = fresh(unlearned)
+        grids[f"own_{tag}"] = sample(unet, base.scheduler, labels, conditioning=conditioning, seed=s.seed, **sampling)
         result.plain[f"acc_{tag}"] = judge.accuracy(grids[f"own_{tag}"], f)
-        if s.inversion_steps:
-            init = unet.class_embedding.weight[base.null_class].detach()  # start from "nobody" (the null class)
-            inv = invert_condition(unet, base.scheduler, members, init, steps=s.inversion_steps, lr=s.inversion_lr,
-                                   seed=s.seed)
-            grids[f"inversion_{tag}"] = sample(unet, base.scheduler, labels, seed=s.seed,
-                                               embeddings=inv.embedding.expand(s.samples, -1), **kw)
+        if s.inversion_steps:  # from "nobody in particular": the null class / the word "person"
+            inv = invert_condition(unet, base.scheduler, members, conditioning.soft_init(unet), steps=s.inversion_steps,
+                                   lr=s.inversion_lr, seed=s.seed, conditioning=conditioning)
+            grids[f"inversion_{tag}"] = sample(unet, base.scheduler, labels, conditioning=conditioning, seed=s.seed,
+                                               embeddings=inv.condition.expand(s.samples, *inv.condition.shape[1:]),
+                                               **sampling)
             result.condition_inversion[f"acc_{tag}"] = judge.accuracy(grids[f"inversion_{tag}"], f)
             result.condition_inversion[f"final_loss_{tag}"] = sum(inv.losses[-20:]) / len(inv.losses[-20:])
             result.condition_inversion["steps"] = s.inversion_steps
-        mi = membership_inference(denoising_errors(unet, base.scheduler, members, f, seed=s.seed),
-                                  denoising_errors(unet, base.scheduler, nonmembers, f, seed=s.seed))
+        errors = [denoising_errors(unet, base.scheduler, x, f, seed=s.seed, conditioning=conditioning)
+                  for x in (members, nonmembers)]
+        mi = membership_inference(*errors)
         after = "after" if unlearned else "before"
         result.membership_inference.update({f"auc_{after}": mi["auc"], f"tpr_at_1pct_{after}": mi["tpr_at_1pct"],
                                             "members": mi["members"], "nonmembers": mi["nonmembers"]})
+        if unlearned and isinstance(conditioning, TextConditioning) and s.prompt_attack_steps:
+            attack = prompt_attack(unet, base.scheduler, method, conditioning, members, f, judge,
+                                   tokens=s.prompt_attack_tokens, steps=s.prompt_attack_steps, samples=s.samples,
+                                   seed=s.seed, sampling=sampling)
+            result.prompt_attack = asdict(attack)
     target = 0.5 * result.plain["acc_base"]
     others = [n for n in data.names if n != forget]
     unrelated = torch.cat([data.train[n] for n in others])[: s.relearn_unrelated]
@@ -163,15 +192,14 @@ def run_audit(
         k = max(s.relearn_k)
         plan.append((f"reference: new person, lora k={k}", "method", *runs[f"k={k}"], False))  # method = a fresh LoRA
     for key, params, photos, photo_labels, unlearned in plan:
-        unet, method = fresh(unlearned)
-        if not unlearned:  # the base with the person's class row set to "nobody": learning them is learning anew
-            with torch.no_grad():
-                unet.class_embedding.weight[f] = unet.class_embedding.weight[base.null_class]
-            method = LoRA(unet, rank=4)
+        _, unet, method = fresh(unlearned)
+        relearn_conditioning = conditioning
+        if not unlearned:  # learning the person anew: their class row is "nobody" / their name one never seen
+            relearn_conditioning, method = conditioning.as_stranger(unet, f), LoRA(unet, rank=4)
         r = relearn(unet, base.scheduler, method, photos, photo_labels, judge, f, target=target,
-                    null_class=base.null_class, params=params, max_steps=s.relearn_steps,
+                    conditioning=relearn_conditioning, params=params, max_steps=s.relearn_steps,
                     eval_every=s.relearn_eval_every, lr=s.relearn_lr, eval_samples=s.samples, seed=s.seed,
-                    sampling={"guidance_scale": s.guidance_scale, "num_inference_steps": s.sampling_steps})
+                    sampling=sampling)
         result.relearning[key] = {"steps_to_target": r.steps_to_target, "curve": r.curve, "photos": len(photos),
                                   "target": target, "budget": s.relearn_steps}
     result.seconds = time.perf_counter() - start

@@ -39,6 +39,20 @@ class Conditioning(ABC):
     def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """The UNet's output for inputs ``x`` at timesteps ``t`` under conditions ``cond``."""
 
+    # attacks (legato_pl.audit) -------------------------------------------------------------------
+    @abstractmethod
+    def soft_init(self, unet: nn.Module) -> Tensor:
+        """Start of a condition inversion: the learnable input that stands for "a person, nobody in particular"."""
+
+    @abstractmethod
+    def soft_condition(self, unet: nn.Module, vectors: Tensor) -> Tensor:
+        """The ``[1, ...]`` condition made from learnable ``vectors`` (differentiable in them)."""
+
+    @abstractmethod
+    def as_stranger(self, unet: nn.Module, label: int) -> Conditioning:
+        """A conditioning under which ``label`` names someone ``unet`` never learned (may edit ``unet``: pass a
+        copy): the reference for how fast a person is learned from scratch."""
+
     def to(self, device: torch.device | str) -> Conditioning:
         """Move what the conditioning owns (text encoder, VAE) to ``device``."""
         return self

@@ -41,3 +41,14 @@ class ClassConditioning(Conditioning):
 
     def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         return predict_noise(unet, x, t, cond)
+
+    def soft_init(self, unet: nn.Module) -> Tensor:
+        return unet.class_embedding.weight[self.null_class].detach().clone()
+
+    def soft_condition(self, unet: nn.Module, vectors: Tensor) -> Tensor:
+        return vectors.reshape(1, -1)
+
+    def as_stranger(self, unet: nn.Module, label: int) -> ClassConditioning:
+        with torch.no_grad():  # the person's row becomes the null class's: "nobody in particular"
+            unet.class_embedding.weight[label] = unet.class_embedding.weight[self.null_class]
+        return self

@@ -9,6 +9,8 @@ from legato_pl.conditioning.base import Conditioning
 from legato_pl.errors import LegatoInputError
 
 DEFAULT_TEMPLATES = ("a photo of {}", "a portrait of {}", "{} smiling", "a close-up photo of {}", "{}, headshot")
+SOFT_TOKEN = "<*>"  # in :meth:`TextConditioning.soft_states`: one learnable input embedding
+STRANGER = "Halvard Quennell"  # a name no base was trained on (the relearning reference)
 
 
 def display_name(identity: str) -> str:
@@ -72,19 +74,65 @@ class TextConditioning(Conditioning):
         return ids.to(next(self.text_encoder.parameters()).device)
 
     def encode(self, unet: nn.Module, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return self._on(unet, self.encode_prompts(self.prompts(labels, generator)))
+        return self.for_unet(unet, self.encode_prompts(self.prompts(labels, generator)))
 
     def null(self, unet: nn.Module, n: int) -> Tensor:
-        return self._on(unet, self.encode_prompts([""])).expand(n, -1, -1)
+        return self.for_unet(unet, self.encode_prompts([""])).expand(n, -1, -1)
 
     def anchor(self, unet: nn.Module, n: int) -> Tensor:
-        return self._on(unet, self.encode_prompts([self.anchor_prompt])).expand(n, -1, -1)
+        return self.for_unet(unet, self.encode_prompts([self.anchor_prompt])).expand(n, -1, -1)
 
     def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         return unet(x, t, encoder_hidden_states=cond).sample
 
+    # attacks ------------------------------------------------------------------------------------
+    def soft_states(self, text: str, vectors: Tensor) -> Tensor:
+        """``[1, tokens, width]`` states of ``text`` whose i-th ``<*>`` is the input embedding ``vectors[i]``
+        instead of a token (textual-inversion / prompt-attack style); differentiable in ``vectors``."""
+        pieces = text.split(SOFT_TOKEN)
+        if len(pieces) - 1 != len(vectors):
+            raise ValueError(f"{len(pieces) - 1} {SOFT_TOKEN} in {text!r} for {len(vectors)} vectors")
+        tok = self.tokenizer
+        ids, slots = [tok.bos_token_id], []
+        for i, piece in enumerate(pieces):
+            ids += tok(piece.strip(), add_special_tokens=False).input_ids if piece.strip() else []
+            if i < len(vectors):
+                slots.append(len(ids))
+                ids.append(tok.eos_token_id)  # a placeholder: its embedding is replaced
+        ids.append(tok.eos_token_id)
+        if len(ids) > tok.model_max_length:
+            raise ValueError(f"{text!r} is longer than the text encoder's {tok.model_max_length} tokens")
+        ids += [tok.pad_token_id] * (tok.model_max_length - len(ids))
+        device = next(self.text_encoder.parameters()).device
+
+        def put(module, args, output):
+            output = output.clone()
+            output[:, slots] = vectors.to(output.device, output.dtype)
+            return output
+
+        handle = self.text_encoder.get_input_embeddings().register_forward_hook(put)
+        try:
+            return self.text_encoder(torch.tensor([ids], device=device))[0]
+        finally:
+            handle.remove()
+
+    def soft_init(self, unet: nn.Module) -> Tensor:
+        person = self.tokenizer("person", add_special_tokens=False).input_ids
+        return self.text_encoder.get_input_embeddings().weight[person[:1]].detach().clone()
+
+    def soft_condition(self, unet: nn.Module, vectors: Tensor) -> Tensor:
+        """States of the first template with the name replaced by the learnable tokens ``vectors`` ``[K, D]``."""
+        return self.for_unet(unet, self.soft_states(self.templates[0].format(" ".join([SOFT_TOKEN] * len(vectors))), vectors))
+
+    def as_stranger(self, unet: nn.Module, label: int) -> TextConditioning:
+        identities = list(self.identities)
+        identities[label] = STRANGER
+        return TextConditioning(self.tokenizer, self.text_encoder, identities, self.templates, self.anchor_prompt,
+                                self.vae)
+
     @staticmethod
-    def _on(unet: nn.Module, states: Tensor) -> Tensor:
+    def for_unet(unet: nn.Module, states: Tensor) -> Tensor:
+        """``states`` on the UNet's device and dtype."""
         p = next(unet.parameters())
         return states.to(p.device, p.dtype)
 
