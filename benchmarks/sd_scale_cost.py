@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 SD15_UNET = {  # runwayml/stable-diffusion-v1-5 unet/config.json, the fields that set its size
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
@@ -95,8 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--memory-limit-gb", type=float, default=21.0,
-                   help="address-space limit of each child: a variant that needs more fails alone, not the machine")
+    p.add_argument("--memory-limit-gb", type=float, default=psutil.virtual_memory().total / 2**30,
+                   help="address-space limit of each child (default: the machine's RAM): a variant that needs more "
+                        "fails alone, not the machine")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other variants' results of the existing results file (rerun only --variants)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--unet-config", help="JSON UNet2DConditionModel kwargs instead of SD 1.5's (for tests)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -106,6 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(worker(a)))
         return {}
     results: dict[str, dict] = {}
+    command = " ".join(["python", "benchmarks/sd_scale_cost.py", *(argv if argv is not None else sys.argv[1:])])
+    previous = Path(a.out) / "sd_scale_cost.json"
+    if a.update and previous.is_file():
+        before = json.loads(previous.read_text())
+        results, command = before["methods"], f"{before['command']}; then {command}"
     unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     limit = int(a.memory_limit_gb * 2**30)
     for variant in a.variants:
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
             r["ratio_time_vs_full"] = r["seconds_per_step"] / full["seconds_per_step"]
             r["ratio_mem_vs_full"] = r["peak_rss_mb"] / full["peak_rss_mb"]
     unet_params = next((r["unet_params"] for r in results.values() if "unet_params" in r), None)
-    out = {"command": " ".join(["python", "benchmarks/sd_scale_cost.py", *(argv if argv is not None else sys.argv[1:])]),
+    out = {"command": command,
            "unet_params": unet_params, "batch": a.batch, "latent_size": unet_config["sample_size"], "steps_timed": a.steps,
            "adapter": ADAPTER, "methods": results}
     out_dir = Path(a.out)

@@ -145,6 +145,11 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
     assert methods["full"]["ratio_time_vs_full"] == 1.0 and methods["full"]["trainable_params"] == out["unet_params"]
     assert 0 < methods["legato"]["trainable_params"] < methods["full"]["trainable_params"]
     assert json.loads((tmp_path / "sd_scale_cost.json").read_text())["methods"].keys() == methods.keys()
+    # --update reruns only the given variants and keeps the others (e.g. full alone, with more memory)
+    again = main(["--unet-config", json.dumps(config), "--steps", "1", "--warmup", "0", "--out", str(tmp_path),
+                  "--variants", "legato_adjoint", "--update"])
+    assert set(again["methods"]) == {*methods, "legato_adjoint"} and again["command"].count("sd_scale_cost.py") == 2
+    assert again["methods"]["legato_adjoint"]["ratio_time_vs_full"] > 0
 
 
 @pytest.mark.slow
