@@ -72,6 +72,20 @@ def add_unlearning_args(p: argparse.ArgumentParser, work: str, steps: int = 200)
     p.add_argument("--guidance", type=float, default=3.0)
 
 
+def add_pretrain_and_fit_args(p: argparse.ArgumentParser, name: str, work: str, pretrain_config: str,
+                              unlearn_config: str, steps: int = 300) -> None:
+    """Arguments of the scripts that pretrain a missing base, fit one person away and write ``<out>/<name>.*``."""
+    p.add_argument("--forget", default="George_W_Bush")
+    p.add_argument("--work", default=work, help="run directory of the fit")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results directory")
+    p.add_argument("--name", default=name, help="results file stem")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--pretrain-config", default=pretrain_config)
+    p.add_argument("--unlearn-config", default=unlearn_config)
+    p.add_argument("--pretrain-args", default="", help="extra CLI overrides for pretraining a missing base (quoted)")
+    p.add_argument("--unlearn-args", default="", help="extra CLI overrides for the fit (quoted)")
+
+
 def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
     """One ``fit`` of ``a.unlearn_config`` into ``run`` (weights in ``run/weights``, events in ``run/fit``),
     with no callbacks, checkpoints or validation; its wall time, peak RSS and steady seconds per step."""

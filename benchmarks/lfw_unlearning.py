@@ -25,7 +25,7 @@ from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
-from harness import fit_heldout_fraction, heldout_by_label, pick_retain, run_cli, seconds_per_step
+from harness import add_pretrain_and_fit_args, fit_heldout_fraction, heldout_by_label, pick_retain, run_cli, seconds_per_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,15 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="runs/lfw/base", help="base model directory (trained if missing)")
     p.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "faces"))
-    p.add_argument("--forget", default="George_W_Bush")
-    p.add_argument("--work", default="runs/lfw/benchmark", help="run directory for the unlearning fit")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results directory")
-    p.add_argument("--name", default="lfw_unlearning")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--pretrain-config", default="configs/pretrain_lfw.yaml")
-    p.add_argument("--unlearn-config", default="configs/legato_lfw.yaml")
-    p.add_argument("--pretrain-args", default="", help="extra CLI overrides for pretraining (quoted)")
-    p.add_argument("--unlearn-args", default="", help="extra CLI overrides for unlearning (quoted)")
+    add_pretrain_and_fit_args(p, "lfw_unlearning", "runs/lfw/benchmark", "configs/pretrain_lfw.yaml",
+                              "configs/legato_lfw.yaml")
     p.add_argument("--retain-identities", type=int, default=10, help="retain people sampled in evaluation")
     p.add_argument("--per-identity", type=int, default=16, help="samples per forget/retain person")
     p.add_argument("--base-per-identity", type=int, default=4, help="samples per person for base accuracy")

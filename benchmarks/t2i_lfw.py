@@ -36,9 +36,16 @@ from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
-from harness import FACES, command_line, fit_heldout_fraction, fit_unlearning, heldout_by_label, run_cli
+from harness import (
+    FACES,
+    add_pretrain_and_fit_args,
+    command_line,
+    fit_heldout_fraction,
+    fit_unlearning,
+    heldout_by_label,
+    run_cli,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 PARAPHRASES = ["an image of {}", "{} in a photograph", "a picture showing {}", "{}, face"]
 
 
@@ -55,15 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="runs/t2i/base", help="text-to-image base directory (trained if missing)")
     p.add_argument("--root", default=str(FACES))
-    p.add_argument("--forget", default="George_W_Bush")
-    p.add_argument("--work", default="runs/t2i/benchmark", help="run directory of the fit")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--name", default="t2i_lfw", help="results file stem")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--pretrain-config", default="configs/pretrain_t2i_lfw.yaml")
-    p.add_argument("--unlearn-config", default="configs/legato_t2i_lfw.yaml")
-    p.add_argument("--pretrain-args", default="", help="extra CLI overrides for pretraining a missing base (quoted)")
-    p.add_argument("--unlearn-args", default="", help="extra CLI overrides for the fit (quoted)")
+    add_pretrain_and_fit_args(p, "t2i_lfw", "runs/t2i/benchmark", "configs/pretrain_t2i_lfw.yaml",
+                              "configs/legato_t2i_lfw.yaml")
     p.add_argument("--per-identity", type=int, default=8, help="samples per other person (and for base_acc)")
     p.add_argument("--forget-samples", type=int, default=64, help="forget samples per template set")
     p.add_argument("--paraphrases", nargs="+", default=PARAPHRASES, help="templates never used in training")
