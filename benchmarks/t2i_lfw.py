@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["pretrain"] = run_cli(a.pretrain_config, ["--model.init_args.output_dir", str(base_dir),
                                                          "--data.init_args.root", a.root, *shlex.split(a.pretrain_args)])
     if not (work / "weights").is_dir():
-        result["fit"] = fit_unlearning(a, a.forget, work)
-        (work / "fit.json").write_text(json.dumps(result["fit"]) + "\n")
+        (work / "fit.json").write_text(json.dumps(fit_unlearning(a, a.forget, work)) + "\n")
     result["fit"] = json.loads((work / "fit.json").read_text())
     fit_config = yaml.safe_load((work / "fit" / "version_0" / "config.yaml").read_text())
     templates = fit_config["model"]["init_args"]["prompt_templates"]
@@ -93,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     training = base.text
     paraphrase = TextConditioning(training.tokenizer, training.text_encoder, names, a.paraphrases,
                                   training.anchor_prompt, training.vae)
-    real = heldout_by_label(a.root, names, unet.config.sample_size, fit_heldout_fraction(work))
+    image_size = unet.config.sample_size * training.latent_factor  # photos at the decoded samples' size
+    real = heldout_by_label(a.root, names, image_size, fit_heldout_fraction(work))
     encoder = load_encoder("dlib")
     metrics = UnlearningMetrics(encoder, real, forget_labels=[f])
 

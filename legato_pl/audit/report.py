@@ -132,11 +132,10 @@ def run_audit(
     templates = list(s.prompt_templates) or None
 
     def fresh(unlearned: bool):
-        loaded = load_base_model(base_model, prompt_templates=templates)
-        unet = loaded.unet.eval()
-        return loaded, unet, (load_method(unet, adapters, strength=1.0) if unlearned else None)
+        unet = load_base_model(base_model, prompt_templates=templates).unet.eval()
+        return unet, (load_method(unet, adapters, strength=1.0) if unlearned else None)
 
-    base, _, _ = fresh(False)
+    base = load_base_model(base_model, prompt_templates=templates)
     check_names([forget], base.identities, f"base model {base_model}")
     conditioning = base.conditioning
     if conditioning is None:
@@ -156,7 +155,7 @@ def run_audit(
     result = AuditResult(forget, meta.get("method", "?"), asdict(s))
     grids = {}
     for tag, unlearned in (("base", False), ("unlearned", True)):
-        _, unet, method = fresh(unlearned)
+        unet, method = fresh(unlearned)
         grids[f"own_{tag}"] = sample(unet, base.scheduler, labels, conditioning=conditioning, seed=s.seed, **sampling)
         result.plain[f"acc_{tag}"] = judge.accuracy(grids[f"own_{tag}"], f)
         if s.inversion_steps:  # from "nobody in particular": the null class / the word "person"
@@ -192,7 +191,7 @@ def run_audit(
         k = max(s.relearn_k)
         plan.append((f"reference: new person, lora k={k}", "method", *runs[f"k={k}"], False))  # method = a fresh LoRA
     for key, params, photos, photo_labels, unlearned in plan:
-        _, unet, method = fresh(unlearned)
+        unet, method = fresh(unlearned)
         relearn_conditioning = conditioning
         if not unlearned:  # learning the person anew: their class row is "nobody" / their name one never seen
             relearn_conditioning, method = conditioning.as_stranger(unet, f), LoRA(unet, rank=4)
