@@ -5,7 +5,8 @@
 For each method, the artifact of ``compare_methods.py`` (``<work>/<forget>/<method>/weights``; fitted
 here with the same overrides when missing) is audited with ``legato_pl.audit.run_audit``: condition
 inversion (base vs unlearned, same budget), relearning (k photos of the person, and other people
-only), loss-based membership inference. Each method's audit is cached in ``<work>/<forget>/<method>/audit``.
+only), loss-based membership inference. Each method's audit is cached in ``<work>/<forget>/<method>/audit``;
+the base model's side of the attacks, the same for every method, once in ``<work>/<forget>/base_audit``.
 Writes benchmarks/results/audit_methods.{json,md}.
 """
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
                                      inversion_steps=a.inversion_steps, relearn_k=tuple(a.relearn_k),
                                      relearn_steps=a.relearn_steps, relearn_eval_every=a.relearn_eval_every,
                                      heldout_fraction=fit_heldout_fraction(run))
-            result = run_audit(a.base, str(run / "weights"), a.forget, a.root, encoder, settings, run / "audit")
+            result = run_audit(a.base, str(run / "weights"), a.forget, a.root, encoder, settings, run / "audit",
+                               base_cache=Path(a.work) / a.forget / "base_audit")
             print(result.markdown(), flush=True)
         methods[method] = json.loads(cached.read_text())
         write_results(a, argv, methods)

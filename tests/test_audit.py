@@ -153,3 +153,52 @@ def test_audit_and_merge_cli_end_to_end(drawing_base_dir, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(merged(x, t, class_labels=y).sample, reference(x, t, class_labels=y).sample,
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_audits_of_several_artifacts_share_the_base_side_once(drawing_base_dir, tmp_path, monkeypatch):
+    """With ``base_cache`` the base's attacks run once: a second artifact's audit reuses them unchanged, and a
+    change of settings recomputes them."""
+    import legato_pl.audit.report as report
+    from legato_pl.audit import AuditSettings, run_audit
+
+    calls = {"invert": 0, "relearn": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(report, "invert_condition", counting("invert", report.invert_condition))
+    monkeypatch.setattr(report, "relearn", counting("relearn", report.relearn))
+    artifacts = []
+    for seed in (0, 1):
+        unet = load_base_model(drawing_base_dir).unet
+        torch.manual_seed(seed)
+        method = LoRA(unet, rank=2)
+        with torch.no_grad():
+            for p in method.trainable_parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        method.save(tmp_path / f"lora{seed}", base_model=str(drawing_base_dir))
+        artifacts.append(str(tmp_path / f"lora{seed}"))
+    settings = AuditSettings(samples=4, sampling_steps=3, inversion_steps=3, relearn_k=(2,), relearn_unrelated=4,
+                             relearn_steps=2, relearn_eval_every=1)
+    audit = lambda artifact, s, cache: run_audit(str(drawing_base_dir), artifact, "person_01", None,  # noqa: E731
+                                                 pixel_encoder, s, base_cache=cache)
+    first = audit(artifacts[0], settings, tmp_path / "base")
+    assert calls == {"invert": 2, "relearn": 3}  # base + unlearned; k=2, unrelated, reference
+    second = audit(artifacts[1], settings, tmp_path / "base")
+    assert calls == {"invert": 3, "relearn": 5}  # only the unlearned side ran again
+    assert second.plain["acc_base"] == first.plain["acc_base"]
+    for key in ("acc_base", "final_loss_base"):
+        assert second.condition_inversion[key] == first.condition_inversion[key]
+    assert second.membership_inference["auc_before"] == first.membership_inference["auc_before"]
+    assert list(second.relearning) == list(first.relearning)  # the reference stays last
+    ref = "reference: new person, lora k=2"
+    assert second.relearning[ref] == first.relearning[ref]
+    uncached = audit(artifacts[1], settings, None)  # the cache changes nothing but the time
+    assert uncached.condition_inversion == second.condition_inversion
+    assert uncached.membership_inference == second.membership_inference
+    assert uncached.relearning == second.relearning
+    audit(artifacts[1], AuditSettings(**{**settings.__dict__, "inversion_steps": 4}), tmp_path / "base")
+    assert calls["invert"] == 7  # 3 + 2 uncached + 2 with new settings: the old base side was not reused

@@ -121,11 +121,14 @@ def run_audit(
     encoder: IdentityEncoder,
     settings: AuditSettings | None = None,
     out: str | Path | None = None,
+    base_cache: str | Path | None = None,
 ) -> AuditResult:
     """Every attack on the artifact ``adapters`` (any method) and on the base, for identity ``forget``.
 
     Class-conditional and text-to-image bases alike (through the base's conditioning); text models also get
     the adversarial prompt search, with the prompt templates of ``settings`` (the fit's, ideally).
+    ``base_cache``: a directory where the base model's side of every attack is kept and reused when the base,
+    person, photos, judge and settings are the same, so auditing several methods pays for it once.
     """
     s = settings or AuditSettings()
     start = time.perf_counter()
@@ -153,8 +156,11 @@ def run_audit(
     labels = torch.full((s.samples,), f)
 
     result = AuditResult(forget, meta.get("method", "?"), asdict(s))
-    grids = {}
-    for tag, unlearned in (("base", False), ("unlearned", True)):
+    grids: dict[str, torch.Tensor] = {}
+
+    def attacks(unlearned: bool) -> None:
+        """Sampling, inversion, membership inference (and the prompt attack) on one side, base or unlearned."""
+        tag = "unlearned" if unlearned else "base"
         unet, method = fresh(unlearned)
         grids[f"own_{tag}"] = sample(unet, base.scheduler, labels, conditioning=conditioning, seed=s.seed, **sampling)
         result.plain[f"acc_{tag}"] = judge.accuracy(grids[f"own_{tag}"], f)
@@ -178,33 +184,77 @@ def run_audit(
                                    tokens=s.prompt_attack_tokens, steps=s.prompt_attack_steps, samples=s.samples,
                                    seed=s.seed, sampling=sampling)
             result.prompt_attack = asdict(attack)
-    target = 0.5 * result.plain["acc_base"]
-    others = [n for n in data.names if n != forget]
-    unrelated = torch.cat([data.train[n] for n in others])[: s.relearn_unrelated]
-    unrelated_labels = torch.cat([torch.full((len(data.train[n]),), base.identities.index(n)) for n in others])
-    runs = {f"k={k}": (members[:k], torch.full((min(k, len(members)),), f)) for k in s.relearn_k}
-    if s.relearn_unrelated:
-        runs["unrelated"] = (unrelated, unrelated_labels[: s.relearn_unrelated])
-    plan = [(f"{params} {name}", params, photos, labels_, True) for params in s.relearn_params
-            for name, (photos, labels_) in runs.items()]
-    if s.relearn_reference and s.relearn_k:  # the same attack on a model that never knew the person
-        k = max(s.relearn_k)
-        plan.append((f"reference: new person, lora k={k}", "method", *runs[f"k={k}"], False))  # method = a fresh LoRA
-    for key, params, photos, photo_labels, unlearned in plan:
-        unet, method = fresh(unlearned)
-        relearn_conditioning = conditioning
-        if not unlearned:  # learning the person anew: their class row is "nobody" / their name one never seen
-            relearn_conditioning, method = conditioning.as_stranger(unet, f), LoRA(unet, rank=4)
-        r = relearn(unet, base.scheduler, method, photos, photo_labels, judge, f, target=target,
-                    conditioning=relearn_conditioning, params=params, max_steps=s.relearn_steps,
-                    eval_every=s.relearn_eval_every, lr=s.relearn_lr, eval_samples=s.samples, seed=s.seed,
-                    sampling=sampling)
-        result.relearning[key] = {"steps_to_target": r.steps_to_target, "curve": r.curve, "photos": len(photos),
-                                  "target": target, "budget": s.relearn_steps}
+
+    def relearning(unlearned: bool) -> None:
+        """Fine-tune the unlearned model on the person / on others; or (base side) teach a never-seen person."""
+        target = 0.5 * result.plain["acc_base"]
+        if unlearned:
+            others = [n for n in data.names if n != forget]
+            unrelated = torch.cat([data.train[n] for n in others])[: s.relearn_unrelated]
+            unrelated_labels = torch.cat([torch.full((len(data.train[n]),), base.identities.index(n)) for n in others])
+            runs = {f"k={k}": (members[:k], torch.full((min(k, len(members)),), f)) for k in s.relearn_k}
+            if s.relearn_unrelated:
+                runs["unrelated"] = (unrelated, unrelated_labels[: s.relearn_unrelated])
+            plan = [(f"{params} {name}", params, *runs[name]) for params in s.relearn_params for name in runs]
+        elif s.relearn_reference and s.relearn_k:  # the same attack on a model that never knew the person
+            k = max(s.relearn_k)
+            plan = [(f"reference: new person, lora k={k}", "method", members[:k], torch.full((min(k, len(members)),), f))]
+        else:
+            plan = []
+        for key, params, photos, photo_labels in plan:
+            unet, method = fresh(unlearned)
+            relearn_conditioning = conditioning
+            if not unlearned:  # learning the person anew: their class row is "nobody" / their name one never seen
+                relearn_conditioning, method = conditioning.as_stranger(unet, f), LoRA(unet, rank=4)
+            r = relearn(unet, base.scheduler, method, photos, photo_labels, judge, f, target=target,
+                        conditioning=relearn_conditioning, params=params, max_steps=s.relearn_steps,
+                        eval_every=s.relearn_eval_every, lr=s.relearn_lr, eval_samples=s.samples, seed=s.seed,
+                        sampling=sampling)
+            result.relearning[key] = {"steps_to_target": r.steps_to_target, "curve": [list(c) for c in r.curve],
+                                      "photos": len(photos), "target": target, "budget": s.relearn_steps}
+
+    # the base side depends only on the base, the person, the data and the settings: shared by every method's audit
+    key = {"base_model": str(Path(base_model).resolve()) if Path(base_model).exists() else base_model,
+           "forget": forget, "root": str(Path(root).resolve()) if root else None, "judge": type(encoder).__name__,
+           "settings": {k: v for k, v in asdict(s).items() if k != "relearn_params"}}
+    cached = _read_base_side(Path(base_cache), key) if base_cache else None
+    if cached is None:
+        attacks(unlearned=False)
+        relearning(unlearned=False)
+        if base_cache:
+            _write_base_side(Path(base_cache), key, result, grids)
+    else:
+        sections, base_grids = cached
+        for name, values in sections.items():
+            getattr(result, name).update(values)
+        grids.update(base_grids)
+    attacks(unlearned=True)
+    relearning(unlearned=True)
+    result.relearning = dict(sorted(result.relearning.items(), key=lambda kv: kv[0].startswith("reference")))
     result.seconds = time.perf_counter() - start
     if out is not None:
         write_audit(result, grids, Path(out))
     return result
+
+
+_BASE_SIDE = ("plain", "condition_inversion", "membership_inference", "relearning")
+
+
+def _read_base_side(cache: Path, key: dict) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    path = cache / "base_side.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved["key"] != json.loads(json.dumps(key)):
+        return None
+    return saved["sections"], torch.load(cache / "base_side_grids.pt")
+
+
+def _write_base_side(cache: Path, key: dict, result: AuditResult, grids: dict[str, torch.Tensor]) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v[:8].clone() for k, v in grids.items()}, cache / "base_side_grids.pt")
+    sections = {name: dict(getattr(result, name)) for name in _BASE_SIDE}
+    (cache / "base_side.json").write_text(json.dumps({"key": key, "sections": sections}, indent=1) + "\n")
 
 
 def write_audit(result: AuditResult, grids: dict[str, torch.Tensor], out: Path) -> None:
@@ -225,6 +275,8 @@ def audit_main(argv: list[str] | None = None) -> AuditResult:
     p.add_argument("--root", help="folder-per-person photos (omit for the embedded synthetic identities)")
     p.add_argument("--encoder", default="dlib", help="identity judge: dlib (offline) or facenet")
     p.add_argument("--out", default="audit", help="directory for audit.json, audit.md and audit_grid.png")
+    p.add_argument("--base_cache", help="directory keeping the base model's side of the attacks, reused by "
+                                        "later audits of other artifacts on the same base, person and settings")
     defaults = AuditSettings()
     for name, value in asdict(defaults).items():
         if isinstance(value, bool):
@@ -239,7 +291,8 @@ def audit_main(argv: list[str] | None = None) -> AuditResult:
     encoder = load_encoder(a.pop("encoder"))
     settings = AuditSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()
                                 if k in asdict(defaults)})
-    result = run_audit(a["base_model"], a["adapters"], a["forget"], a["root"], encoder, settings, a["out"])
+    result = run_audit(a["base_model"], a["adapters"], a["forget"], a["root"], encoder, settings, a["out"],
+                       base_cache=a["base_cache"])
     print(result.markdown())
     print(f"wrote {a['out']}/audit.json, audit.md, audit_grid.png ({result.seconds:.0f} s)")
     return result
