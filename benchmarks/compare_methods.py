@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0],
                    help="evaluated strengths (0, the base, is always included)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per interval")
+    p.add_argument("--reuse", help="an earlier compare_methods.json (same base): its evaluations stand in for "
+                                   "missing cached ones, so a fresh machine adds fits to committed results; a new "
+                                   "evaluation whose base scores differ from the reused ones stops the run")
     p.add_argument("--report-only", action="store_true",
                    help="write the results files from the cached evaluations under --work; fit and sample nothing")
     a = p.parse_args(argv)
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {}
     plan = [(name, f, m) for name, f in zip(a.forget, forget_ids) for m in a.methods]
     plan += [(a.forget[0], forget_ids[0], m) for m in a.ablations if m not in a.methods]
+    reused = json.loads(Path(a.reuse).read_text())["per_identity"] if a.reuse else {}
     for name, f, method in plan:
         # this person's samples, then --per-identity of every other person
         keep = torch.cat([torch.nonzero(all_labels == f).flatten()] +
@@ -185,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
         result_file = run / "eval.json"
         if result_file.is_file():
             result = json.loads(result_file.read_text())
+        elif method in reused.get(name, {}).get("methods", {}):
+            result = reused[name]["methods"][method]
         elif a.report_only:
             continue
         else:
@@ -213,7 +219,11 @@ def main(argv: list[str] | None = None) -> dict:
         entry = per_identity.setdefault(name, {"methods": {}})
         entry["methods"][method] = result
         first = result["curve"][0]
-        entry["base"] = {k: first[k] for k in ("acc_forget", "acc_forget_ci", "acc_retain", "acc_retain_ci")}
+        base_scores = {k: first[k] for k in ("acc_forget", "acc_forget_ci", "acc_retain", "acc_retain_ci")}
+        if "base" in entry and entry["base"] != base_scores:
+            raise SystemExit(f"{name}: the base scores of {method} ({base_scores}) differ from the other methods' "
+                             f"({entry['base']}): not the same base model, samples or judge")
+        entry["base"] = base_scores
         entry["samples"] = result["samples"]
         out = write_results(a, argv, per_identity, different_people)  # after every fit: partial results survive
     return out

@@ -72,6 +72,16 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     (tmp_path / "results" / "compare_methods.json").unlink()
     main(args)
     assert json.loads((tmp_path / "results" / "compare_methods.json").read_text())["per_identity"] == saved["per_identity"]
+    # a fresh work directory: --reuse lets the written results stand in for the cache (a new machine adds to
+    # committed results), and stops when a result's base scores disagree with the others of its person
+    fresh = [*args, "--work", str(tmp_path / "fresh"), "--report-only"]
+    (tmp_path / "reuse.json").write_text(json.dumps(saved))
+    assert main([*fresh, "--reuse", str(tmp_path / "reuse.json")])["per_identity"] == saved["per_identity"]
+    assert not (tmp_path / "fresh").exists() or not list((tmp_path / "fresh").rglob("eval.json"))
+    saved["per_identity"]["Tony_Blair"]["methods"]["lora"]["curve"][0]["acc_forget"] += 0.5
+    (tmp_path / "reuse.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="Tony_Blair: the base scores of lora"):
+        main([*fresh, "--reuse", str(tmp_path / "reuse.json")])
     # the audit of the same fits (residual is fitted by the audit itself: it was not compared)
     from audit_methods import main as audit_main
 
