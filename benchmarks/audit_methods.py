@@ -5,8 +5,9 @@
 For each method, the artifact of ``compare_methods.py`` (``<work>/<forget>/<method>/weights``; fitted
 here with the same overrides when missing) is audited with ``legato_pl.audit.run_audit``: condition
 inversion (base vs unlearned, same budget), relearning (k photos of the person, and other people
-only), loss-based membership inference. Each method's audit is cached in ``<work>/<forget>/<method>/audit``;
-the base model's side of the attacks, the same for every method, once in ``<work>/<forget>/base_audit``.
+only), loss-based membership inference. Each method's audit is cached in ``<work>/<forget>/<method>/audit``
+(redone when the settings change); the base model's side of the attacks, the same for every method, once
+in ``<work>/<forget>/base_audit``.
 Writes benchmarks/results/audit_methods.{json,md}.
 """
 
@@ -32,23 +33,30 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--methods", nargs="+", default=["legato", "residual", "lora", "full"], choices=list(METHODS))
     p.add_argument("--samples", type=int, default=32, help="forget-person samples per accuracy")
     p.add_argument("--inversion-steps", type=int, default=300)
-    p.add_argument("--relearn-k", type=int, nargs="*", default=[1, 16])
+    p.add_argument("--relearn-k", type=int, nargs="*", default=[1, 4, 16])
+    p.add_argument("--relearn-params", nargs="+", default=["method"], choices=["method", "lora"],
+                   help="what relearning fine-tunes: the method's own parameters, and/or a fresh LoRA on the UNet")
+    p.add_argument("--relearn-lr", type=float, default=1e-3,
+                   help="relearning lr for every method (default: the unlearning lr of configs/legato_lfw.yaml, so "
+                        "the attacker trains at least as hard as the eraser did)")
     p.add_argument("--relearn-steps", type=int, default=200)
-    p.add_argument("--relearn-eval-every", type=int, default=50)
+    p.add_argument("--relearn-eval-every", type=int, default=25)
     a = p.parse_args(argv)
     encoder = load_encoder("dlib")
     methods: dict[str, dict] = {}
     for method in a.methods:
         run = Path(a.work) / a.forget / method
         cached = run / "audit" / "audit.json"
-        if not cached.is_file():
-            if not (run / "weights").is_dir():
-                fit = fit_unlearning(a, a.forget, run, METHODS[method])
-                (run / "fit.json").write_text(json.dumps(fit) + "\n")
-            settings = AuditSettings(samples=a.samples, guidance_scale=a.guidance, sampling_steps=a.steps_ddim,
-                                     inversion_steps=a.inversion_steps, relearn_k=tuple(a.relearn_k),
-                                     relearn_steps=a.relearn_steps, relearn_eval_every=a.relearn_eval_every,
-                                     heldout_fraction=fit_heldout_fraction(run))
+        if not (run / "weights").is_dir():
+            fit = fit_unlearning(a, a.forget, run, METHODS[method])
+            (run / "fit.json").write_text(json.dumps(fit) + "\n")
+        settings = AuditSettings(samples=a.samples, guidance_scale=a.guidance, sampling_steps=a.steps_ddim,
+                                 inversion_steps=a.inversion_steps, relearn_k=tuple(a.relearn_k),
+                                 relearn_params=tuple(a.relearn_params), relearn_lr=a.relearn_lr,
+                                 relearn_steps=a.relearn_steps, relearn_eval_every=a.relearn_eval_every,
+                                 heldout_fraction=fit_heldout_fraction(run))
+        same = json.loads(json.dumps(asdict(settings)))
+        if not cached.is_file() or json.loads(cached.read_text())["settings"] != same:  # audited with these settings?
             result = run_audit(a.base, str(run / "weights"), a.forget, a.root, encoder, settings, run / "audit",
                                base_cache=Path(a.work) / a.forget / "base_audit")
             print(result.markdown(), flush=True)
