@@ -51,6 +51,7 @@ METHODS = {
     "legato_negative": ["--model.init_args.forget_target", "negative", "--model.init_args.eta", "1.0"],
     "legato_lr3e-3": ["--model.init_args.lr", "3e-3"],
     "legato_all_stages": [ADAPTER + "stages", "all"],
+    "legato_last2": [ADAPTER + "stages", "[up_blocks.1, up_blocks.2]"],  # the LFW UNet's last two (of 3) up blocks
     "legato_k3": [ADAPTER + "kernel_size", "3"],
     "residual": [METHOD, "legato_pl.methods.Residual"],
     "lora": [METHOD, "legato_pl.methods.LoRA"],
