@@ -45,11 +45,17 @@ ADAPTER = "--model.init_args.method.init_args.adapter."  # the config's Legato a
 METHODS = {
     "legato": [],  # the config as it is
     "legato_nocond": [ADAPTER + "condition", "none"],
+    "legato_timestep": [ADAPTER + "condition", "timestep"],  # f sees the diffusion timestep only
     "legato_paper": [ADAPTER + "condition", "none", ADAPTER + "hidden", "256"],
     "legato_no_traj": ["--model.init_args.w_trajectory", "0"],
     "legato_anchor": ["--model.init_args.forget_target", "anchor"],  # the GUIDE "average" target
-    "legato_negative": ["--model.init_args.forget_target", "negative", "--model.init_args.eta", "1.0"],
+    "legato_eta2": ["--model.init_args.eta", "2.0"],  # pushed twice as far from the person
+    "legato_retain3": ["--model.init_args.w_retain", "3.0"],  # forget vs retain balance
+    "legato_traj1": ["--model.init_args.w_trajectory", "1.0"],  # 10x the default trajectory weight
     "legato_lr3e-3": ["--model.init_args.lr", "3e-3"],
+    "legato_steps600": ["--trainer.max_steps", "600"],  # twice the budget (every other method keeps --steps)
+    "legato_h256": [ADAPTER + "hidden", "256"],  # the paper's width, with the condition
+    "legato_mid": [ADAPTER + "stages", "mid"],
     "legato_all_stages": [ADAPTER + "stages", "all"],
     "legato_last2": [ADAPTER + "stages", "[up_blocks.1, up_blocks.2]"],  # the LFW UNet's last two (of 3) up blocks
     "legato_k3": [ADAPTER + "kernel_size", "3"],
