@@ -22,6 +22,7 @@ from compare_methods import METHODS
 
 from legato_pl.audit import AuditResult, AuditSettings, run_audit
 from legato_pl.metrics import load_encoder
+from legato_pl.metrics.bootstrap import proportion_ci
 
 from harness import add_unlearning_args, command_line, fit_heldout_fraction, fit_unlearning, markdown_table
 
@@ -65,22 +66,33 @@ def main(argv: list[str] | None = None) -> dict:
     return methods
 
 
+def with_intervals(accuracies: dict, n: int) -> dict:
+    """``acc_base`` / ``acc_unlearned`` with their Wilson 95% intervals over ``n`` samples (``<key>_ci``)."""
+    keys = [k for k in ("acc_base", "acc_unlearned") if accuracies.get(k) is not None]
+    return {**{k: accuracies[k] for k in keys}, **{f"{k}_ci": list(proportion_ci(accuracies[k], n)) for k in keys}}
+
+
+def shown(d: dict, key: str) -> str:
+    return f"{d[key]:.2f} [{d[key + '_ci'][0]:.2f}, {d[key + '_ci'][1]:.2f}]" if key in d else ""
+
+
 def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[str, dict]) -> None:
     out = {"command": command_line("audit_methods.py", argv), "forget": a.forget, "methods": {}}
     rows = []
     for name, r in methods.items():
         ci, mi, rl = r["condition_inversion"], r["membership_inference"], r["relearning"]
+        n = r["settings"]["samples"]
+        own, inversion = with_intervals(r["plain"], n), {**with_intervals(ci, n), "steps": ci.get("steps")}
         out["methods"][name] = {
-            "own_condition": r["plain"],
-            "condition_inversion": {"acc_base": ci.get("acc_base"), "acc_unlearned": ci.get("acc_unlearned"),
-                                    "steps": ci.get("steps")},
+            "own_condition": own,
+            "condition_inversion": inversion,
             "relearning": {k: {"steps_to_half_base": v["steps_to_target"], "photos": v["photos"], "budget": v["budget"],
                                "curve": v["curve"]} for k, v in rl.items()},
             "membership_inference": {k: mi[k] for k in ("auc_before", "auc_after", "tpr_at_1pct_before",
                                                         "tpr_at_1pct_after", "members", "nonmembers")},
             "samples": r["settings"]["samples"], "seed": r["settings"]["seed"], "seconds": r["seconds"],
         }
-        rows.append([name, r["plain"]["acc_base"], r["plain"]["acc_unlearned"], ci.get("acc_base"), ci.get("acc_unlearned"),
+        rows.append([name, *[shown(d, k) for d in (own, inversion) for k in ("acc_base", "acc_unlearned")],
                      *[str(v["steps_to_target"]) if v["steps_to_target"] is not None else f"> {v['budget']}"
                        for v in rl.values()], mi["auc_before"], mi["auc_after"]])
     out_dir = Path(a.out)
@@ -90,7 +102,8 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[s
     any_run = next(iter(methods.values()))
     md = [f"# Audit of every method on LFW, forgetting {a.forget}", "", f"Command: `{out['command']}`", "",
           f"{any_run['settings']['samples']} samples of the person per accuracy (dlib nearest centroid over the 40 "
-          f"people, held-out photos), seed {any_run['settings']['seed']}; membership inference on "
+          f"people, held-out photos; Wilson 95% interval in brackets: overlapping intervals are a tie), seed "
+          f"{any_run['settings']['seed']}; membership inference on "
           f"{any_run['membership_inference']['members']} training vs {any_run['membership_inference']['nonmembers']} "
           "held-out photos of the person. Base = the same attack on the base model.", ""]
     md += markdown_table(["method", "own acc base", "own acc unlearned", "inversion acc base", "inversion acc unlearned",

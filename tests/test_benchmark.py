@@ -96,6 +96,8 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
         assert set(r["relearning"]) == {"method k=1", "method unrelated", "reference: new person, lora k=1"}
         assert r["samples"] == 2
         assert 0 <= r["membership_inference"]["auc_after"] <= 1 and r["condition_inversion"]["steps"] == 2
+        lo, hi = r["condition_inversion"]["acc_unlearned_ci"]
+        assert lo <= r["condition_inversion"]["acc_unlearned"] <= hi and 0 <= lo < hi <= 1
     assert "Verdicts" in (tmp_path / "results" / "audit_methods.md").read_text()
 
 

@@ -417,3 +417,19 @@ def test_unlearning_metrics_fid_and_face_rate(faces_dir):
     assert "face_rate" not in out
     assert out["FID_pre"] > 10.0 and out["dFID_real"] > 10.0
     assert out["dFD_real"] > 0.0
+
+
+def test_intervals_known_answers():
+    """Wilson intervals of an accuracy (textbook values), a bootstrap interval that brackets its mean and
+    collapses on constant rows, and the tie rule."""
+    from legato_pl.metrics.bootstrap import intervals_overlap, mean_ci, proportion_ci
+
+    assert proportion_ci(0.5, 32) == pytest.approx((0.3363, 0.6637), abs=1e-4)
+    assert proportion_ci(0.0, 32) == pytest.approx((0.0, 0.1072), abs=1e-4)
+    assert proportion_ci(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert all(math.isnan(v) for v in proportion_ci(0.5, 0))
+    values = torch.tensor([0.0, 1.0] * 20)
+    lo, hi = mean_ci(values, num_resamples=500)
+    assert lo < 0.5 < hi and hi - lo < 0.4
+    assert mean_ci(torch.full((9,), 0.25), num_resamples=50) == (0.25, 0.25)
+    assert intervals_overlap((0.0, 0.1), (0.1, 0.3)) and not intervals_overlap((0.0, 0.1), (0.11, 0.3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -39,3 +40,13 @@ def mean_ci(values: Tensor, **kwargs) -> tuple[float, float]:
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Two intervals share a point: their difference is reported as a tie."""
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def proportion_ci(rate: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a success ``rate`` observed on ``n`` samples (an accuracy with few samples)."""
+    if n < 1:
+        return float("nan"), float("nan")
+    z = float(torch.special.ndtri(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
