@@ -149,6 +149,7 @@ def tradeoff_plot(per_identity: dict, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)  # written after every fit: do not keep each figure alive
 
 
 def main(argv: list[str] | None = None) -> dict:
