@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals over evaluation samples (rows resampled with replacement)."""
+"""Confidence intervals over evaluation samples: bootstrap (any statistic) and Wilson (an accuracy)."""
 
 from __future__ import annotations
 
