@@ -24,7 +24,14 @@ from legato_pl.audit import AuditResult, AuditSettings, run_audit
 from legato_pl.metrics import load_encoder
 from legato_pl.metrics.bootstrap import proportion_ci
 
-from harness import add_unlearning_args, command_line, fit_heldout_fraction, fit_unlearning, markdown_table
+from harness import (
+    add_unlearning_args,
+    command_line,
+    fit_heldout_fraction,
+    fit_unlearning,
+    markdown_table,
+    with_interval,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -72,10 +79,6 @@ def with_intervals(accuracies: dict, n: int) -> dict:
     return {**{k: accuracies[k] for k in keys}, **{f"{k}_ci": list(proportion_ci(accuracies[k], n)) for k in keys}}
 
 
-def shown(d: dict, key: str) -> str:
-    return f"{d[key]:.2f} [{d[key + '_ci'][0]:.2f}, {d[key + '_ci'][1]:.2f}]" if key in d else ""
-
-
 def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[str, dict]) -> None:
     out = {"command": command_line("audit_methods.py", argv), "forget": a.forget, "methods": {}}
     rows = []
@@ -90,9 +93,10 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[s
                                "curve": v["curve"]} for k, v in rl.items()},
             "membership_inference": {k: mi[k] for k in ("auc_before", "auc_after", "tpr_at_1pct_before",
                                                         "tpr_at_1pct_after", "members", "nonmembers")},
-            "samples": r["settings"]["samples"], "seed": r["settings"]["seed"], "seconds": r["seconds"],
+            "samples": n, "seed": r["settings"]["seed"], "seconds": r["seconds"],
         }
-        rows.append([name, *[shown(d, k) for d in (own, inversion) for k in ("acc_base", "acc_unlearned")],
+        rows.append([name, *[with_interval(d, k, ".2f") if k in d else "" for d in (own, inversion)
+                             for k in ("acc_base", "acc_unlearned")],
                      *[str(v["steps_to_target"]) if v["steps_to_target"] is not None else f"> {v['budget']}"
                        for v in rl.values()], mi["auc_before"], mi["auc_after"]])
     out_dir = Path(a.out)

@@ -38,6 +38,7 @@ from harness import (
     fit_unlearning,
     heldout_by_label,
     markdown_table,
+    with_interval,
 )
 
 METHOD = "--model.init_args.method.class_path"  # LightningCLI selects the method class; shared init_args stay
@@ -258,7 +259,6 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare_methods.json").write_text(json.dumps(out, indent=1) + "\n")
-    iv = lambda r, k: f"{r[k]:.3g} [{r[k + '_ci'][0]:.3g}, {r[k + '_ci'][1]:.3g}]"  # noqa: E731
     md = [f"# Methods compared on LFW ({a.steps} steps each, strength 1)", "", f"Command: `{out['command']}`", "",
           f"Different people's identity cosine (dlib centroids): {different_people:.3f}. A forget sample counts as"
           " *moved* when its before/after cosine is at or below it. Intervals: bootstrap 95% over samples;"
@@ -274,8 +274,9 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
     for name, entry in per_identity.items():
         b = entry["base"]
         md += ["", f"## {name} ({entry['samples']['forget']} forget samples, {entry['samples']['retain']} of the "
-               f"other people)", "", f"Base: acc_forget {iv(b, 'acc_forget')}, acc_retain {iv(b, 'acc_retain')}", ""]
-        md += markdown_table(["method", *keys], [[m, *[iv(r, k) for k in keys]] for m, r in entry["methods"].items()])
+               f"other people)", "",
+               f"Base: acc_forget {with_interval(b, 'acc_forget')}, acc_retain {with_interval(b, 'acc_retain')}", ""]
+        md += markdown_table(["method", *keys], [[m, *[with_interval(r, k) for k in keys]] for m, r in entry["methods"].items()])
     md += ["", "Trade-off plot: `compare_methods_tradeoff.png`."]
     (out_dir / "compare_methods.md").write_text("\n".join(md) + "\n")
     tradeoff_plot(per_identity, out_dir / "compare_methods_tradeoff.png")

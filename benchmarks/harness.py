@@ -118,6 +118,12 @@ def heldout_by_label(root: str, identities: list[str], image_size: int, fraction
     return {identities.index(n): data.heldout[n] for n in identities if len(data.heldout[n])}
 
 
+def with_interval(values: dict, key: str, spec: str = ".3g") -> str:
+    """``values[key]`` followed by its 95% interval ``values[key + "_ci"]`` in brackets, each formatted by ``spec``."""
+    lo, hi = values[key + "_ci"]
+    return f"{values[key]:{spec}} [{lo:{spec}}, {hi:{spec}}]"
+
+
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     """Markdown lines of a table (floats with 4 decimals, ints with thousands separators)."""
     def fmt(v) -> str:

@@ -44,6 +44,7 @@ from harness import (
     fit_unlearning,
     heldout_by_label,
     run_cli,
+    with_interval,
 )
 
 PARAPHRASES = ["an image of {}", "{} in a photograph", "a picture showing {}", "{}, face"]
@@ -158,7 +159,7 @@ def write_grid(unet, base, training, paraphrase, method, f: int, names: list[str
 
 
 def write_markdown(r: dict, names: list[str], path: Path) -> None:
-    iv = lambda k: f"{r[k]:.3f} [{r[k + '_ci'][0]:.3f}, {r[k + '_ci'][1]:.3f}]"  # noqa: E731
+    iv = lambda k: with_interval(r, k, ".3f")  # noqa: E731
     n = r["samples"]
     md = [f"# Erasing {r['forget']} by name from the text-to-image LFW base", "", f"Command: `{r['command']}`", "",
           f"Base: its name prompts draw the named person with dlib nearest-centroid accuracy {iv('base_acc')} over "

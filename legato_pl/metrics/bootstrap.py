@@ -47,6 +47,7 @@ def proportion_ci(rate: float, n: int, level: float = 0.95) -> tuple[float, floa
     if n < 1:
         return float("nan"), float("nan")
     z = float(torch.special.ndtri(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    shrink = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / shrink
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / shrink
     return max(0.0, centre - half), min(1.0, centre + half)
