@@ -189,44 +189,14 @@ def main(argv: list[str] | None = None) -> dict:
     plan = [(name, f, m) for name, f in zip(a.forget, forget_ids) for m in a.methods]
     plan += [(a.forget[0], forget_ids[0], m) for m in a.ablations if m not in a.methods]
     reused = json.loads(Path(a.reuse).read_text())["per_identity"] if a.reuse else {}
-    for name, f, method in plan:
-        # this person's samples, then --per-identity of every other person
-        keep = torch.cat([torch.nonzero(all_labels == f).flatten()] +
-                         [torch.nonzero(all_labels == c).flatten()[: a.per_identity] for c in counts if c != f])
-        labels = all_labels[keep]
-        run = work / name / method
-        result_file = run / "eval.json"
-        if result_file.is_file():
-            result = json.loads(result_file.read_text())
-        elif method in reused.get(name, {}).get("methods", {}):
-            result = reused[name]["methods"][method]
-        elif a.report_only:
-            continue
-        else:
-            before = before_all[keep]
-            fit = (json.loads((run / "fit.json").read_text()) if (run / "fit.json").is_file()
-                   else fit_unlearning(a, name, run, METHODS[method]))
-            (run / "fit.json").write_text(json.dumps(fit) + "\n")
-            fraction = fit_heldout_fraction(run)
-            if fraction not in real:
-                real[fraction] = heldout_by_label(a.root, names, unet.config.sample_size, fraction)
-            metrics = UnlearningMetrics(encoder, real[fraction], forget_labels=[f])
-            curve = [{"strength": 0.0, **scores(metrics, before, before, labels, a.resamples)}]
-            for s in a.strengths:
-                student = load_base_model(base_dir).unet.eval()
-                load_method(student, run / "weights", strength=s)  # any method: the artifact says which
-                after = sample(student, base.scheduler, labels, seeds=seeds_for(labels), **kwargs)
-                curve.append({"strength": s, **scores(metrics, before, after, labels, a.resamples)})
-                if s == 1.0:
-                    torch.save(after[: a.forget_samples][:8], run / "forget_samples.pt")
-            trainable = sum(t.numel() for w in (run / "weights").rglob("*.safetensors") for t in load_file(w).values())
-            result = {"trainable_params": trainable, "unet_params": unet_params, **fit, "heldout_fraction": fraction,
-                      **{k: v for k, v in curve[-1].items() if k != "strength"}, "curve": curve,
-                      "samples": {"forget": int((labels == f).sum()), "retain": int((labels != f).sum())}}
-            result_file.write_text(json.dumps(result, indent=1) + "\n")
+    order = {m: i for i, (_, _, m) in enumerate(plan)}
+
+    def register(name: str, method: str, result: dict) -> None:
+        """Add one evaluation (its base scores must match the person's others) and rewrite the results files."""
+        nonlocal different_people, out
         different_people = result.get("different_people_cosine", different_people)
         entry = per_identity.setdefault(name, {"methods": {}})
-        entry["methods"][method] = result
+        entry["methods"] = dict(sorted({**entry["methods"], method: result}.items(), key=lambda kv: order[kv[0]]))
         first = result["curve"][0]
         base_scores = {k: first[k] for k in ("acc_forget", "acc_forget_ci", "acc_retain", "acc_retain_ci")}
         if "base" in entry and entry["base"] != base_scores:
@@ -235,6 +205,44 @@ def main(argv: list[str] | None = None) -> dict:
         entry["base"] = base_scores
         entry["samples"] = result["samples"]
         out = write_results(a, argv, per_identity, different_people)  # after every fit: partial results survive
+
+    # cached and reused evaluations first, so a run stopped early still writes every one of them
+    missing = []
+    for name, f, method in plan:
+        result_file = work / name / method / "eval.json"
+        if result_file.is_file():
+            register(name, method, json.loads(result_file.read_text()))
+        elif method in reused.get(name, {}).get("methods", {}):
+            register(name, method, reused[name]["methods"][method])
+        elif not a.report_only:
+            missing.append((name, f, method))
+    for name, f, method in missing:
+        # this person's samples, then --per-identity of every other person
+        keep = torch.cat([torch.nonzero(all_labels == f).flatten()] +
+                         [torch.nonzero(all_labels == c).flatten()[: a.per_identity] for c in counts if c != f])
+        labels, before = all_labels[keep], before_all[keep]
+        run = work / name / method
+        fit = (json.loads((run / "fit.json").read_text()) if (run / "fit.json").is_file()
+               else fit_unlearning(a, name, run, METHODS[method]))
+        (run / "fit.json").write_text(json.dumps(fit) + "\n")
+        fraction = fit_heldout_fraction(run)
+        if fraction not in real:
+            real[fraction] = heldout_by_label(a.root, names, unet.config.sample_size, fraction)
+        metrics = UnlearningMetrics(encoder, real[fraction], forget_labels=[f])
+        curve = [{"strength": 0.0, **scores(metrics, before, before, labels, a.resamples)}]
+        for s in a.strengths:
+            student = load_base_model(base_dir).unet.eval()
+            load_method(student, run / "weights", strength=s)  # any method: the artifact says which
+            after = sample(student, base.scheduler, labels, seeds=seeds_for(labels), **kwargs)
+            curve.append({"strength": s, **scores(metrics, before, after, labels, a.resamples)})
+            if s == 1.0:
+                torch.save(after[: a.forget_samples][:8], run / "forget_samples.pt")
+        trainable = sum(t.numel() for w in (run / "weights").rglob("*.safetensors") for t in load_file(w).values())
+        result = {"trainable_params": trainable, "unet_params": unet_params, **fit, "heldout_fraction": fraction,
+                  **{k: v for k, v in curve[-1].items() if k != "strength"}, "curve": curve,
+                  "samples": {"forget": int((labels == f).sum()), "retain": int((labels != f).sum())}}
+        (run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+        register(name, method, result)
     return out
 
 
