@@ -31,7 +31,9 @@ VAE = {"block_out_channels": [8, 8], "down_block_types": ["DownEncoderBlock2D"] 
 def t2i_dir(request, tmp_path_factory):
     torch.manual_seed(0)
     latent = request.param == "latent"
-    unet = {**UNET, "sample_size": 8} if latent else UNET
+    # latent: the Stable Diffusion layout; pixel: the prompt also pooled into the time embedding, as our LFW base
+    unet = {**UNET, "sample_size": 8} if latent else {**UNET, "addition_embed_type": "text",
+                                                        "addition_embed_type_num_heads": 4}
     pipe = build_text_to_image(unet, TEXT, VAE if latent else None, num_train_timesteps=100)
     path = tmp_path_factory.mktemp(request.param)
     pipe.save_pretrained(str(path))
