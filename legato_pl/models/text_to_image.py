@@ -67,7 +67,9 @@ def load_text_to_image(path: str | Path) -> tuple[nn.Module, DDPMScheduler, Any,
     if type(pipe).__name__ not in TEXT_TO_IMAGE_PIPELINES:
         raise LegatoInputError(f"{path} is a {type(pipe).__name__}; supported: DDPMPipeline with identities.json "
                                f"(class-conditional) and {', '.join(TEXT_TO_IMAGE_PIPELINES)}")
-    pipe.to(torch.float32)  # after loading: the ``dtype`` / ``torch_dtype`` keyword depends on the diffusers version
+    for component in pipe.components.values():  # after loading: the ``torch_dtype`` keyword varies by version
+        if isinstance(component, nn.Module) and any(p.dtype != torch.float32 for p in component.parameters()):
+            component.to(torch.float32)  # module by module: the pipeline's own ``to`` warns even when all is fp32
     vae = getattr(pipe, "vae", None)
     if vae is None and pipe.unet.config.in_channels != 3:
         raise LegatoInputError(f"{path}: the UNet takes {pipe.unet.config.in_channels}-channel latents but the "
