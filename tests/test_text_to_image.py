@@ -31,7 +31,8 @@ VAE = {"block_out_channels": [8, 8], "down_block_types": ["DownEncoderBlock2D"] 
 def t2i_dir(request, tmp_path_factory):
     torch.manual_seed(0)
     latent = request.param == "latent"
-    # latent: the Stable Diffusion layout; pixel: the prompt also pooled into the time embedding, as our LFW base
+    # latent: the Stable Diffusion layout; pixel: the prompt also pooled into the time embedding (diffusers' "text"
+    # addition embedding), so adapters are checked on both kinds of text UNet
     unet = {**UNET, "sample_size": 8} if latent else {**UNET, "addition_embed_type": "text",
                                                         "addition_embed_type_num_heads": 4}
     pipe = build_text_to_image(unet, TEXT, VAE if latent else None, num_train_timesteps=100)
