@@ -78,7 +78,7 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     (tmp_path / "reuse.json").write_text(json.dumps(saved))
     assert main([*fresh, "--reuse", str(tmp_path / "reuse.json")])["per_identity"] == saved["per_identity"]
     assert not (tmp_path / "fresh").exists() or not list((tmp_path / "fresh").rglob("eval.json"))
-    # a run stopped in its first new fit has already written every reused evaluation
+    # a run stopped in its first new fit has already written every reused evaluation, also those planned after it
     import compare_methods
 
     def stopped(*_args, **_kwargs):
@@ -88,7 +88,7 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     (tmp_path / "results" / "compare_methods.json").unlink()
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--work", str(tmp_path / "fresh"), "--reuse", str(tmp_path / "reuse.json"),
-              "--ablations", "legato_anchor", "legato_nocond", "legato_k3"])
+              "--ablations", "legato_k3", "legato_anchor", "legato_nocond"])
     assert json.loads((tmp_path / "results" / "compare_methods.json").read_text())["per_identity"] == saved["per_identity"]
     saved["per_identity"]["Tony_Blair"]["methods"]["lora"]["curve"][0]["acc_forget"] += 0.5
     (tmp_path / "reuse.json").write_text(json.dumps(saved))
