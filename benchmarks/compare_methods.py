@@ -178,9 +178,6 @@ def main(argv: list[str] | None = None) -> dict:
     counts = {c: (a.forget_samples if c in forget_ids else a.per_identity) for c in range(len(names))}
     all_labels = torch.cat([torch.full((n,), c) for c, n in counts.items()])
     kwargs = dict(null_class=base.null_class, guidance_scale=a.guidance, num_inference_steps=a.steps_ddim)
-    before_all = None if a.report_only else base_samples(unet, base.scheduler, all_labels, work / "base_samples.pt",
-                                                         **kwargs)
-    encoder = load_encoder("dlib")
     real: dict[float, dict] = {}
     different_people = None
     unet_params = sum(p.numel() for p in unet.parameters())
@@ -216,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
             register(name, method, reused[name]["methods"][method])
         elif not a.report_only:
             missing.append((name, f, method))
+    if missing:  # base samples and the judge only when something is evaluated anew
+        before_all = base_samples(unet, base.scheduler, all_labels, work / "base_samples.pt", **kwargs)
+        encoder = load_encoder("dlib")
     for name, f, method in missing:
         # this person's samples, then --per-identity of every other person
         keep = torch.cat([torch.nonzero(all_labels == f).flatten()] +
