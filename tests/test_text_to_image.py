@@ -107,9 +107,13 @@ def test_cli_pretrains_a_text_to_image_base_and_erases_a_name(tmp_path):
 
     small = ["--data.init_args.root", "null", "--data.init_args.image_size", "16", "--data.init_args.batch_size", "4",
              "--trainer.max_steps", "2", "--trainer.logger.init_args.save_dir", str(tmp_path)]
-    run(["fit", "--config", "configs/pretrain_t2i_lfw.yaml", *small, "--model.init_args.output_dir", str(tmp_path / "base"),
-         "--model.init_args.unet", json.dumps(UNET), "--model.init_args.text_encoder", json.dumps(TEXT),
-         "--data.init_args.num_synthetic_identities", "4", "--data.init_args.synthetic_images_per_identity", "8"])
+    pre = run(["fit", "--config", "configs/pretrain_t2i_lfw.yaml", *small, "--model.init_args.output_dir",
+               str(tmp_path / "base"), "--model.init_args.unet", json.dumps(UNET), "--model.init_args.text_encoder",
+               json.dumps(TEXT), "--model.init_args.train_text_encoder", "true", "--model.init_args.name_separation_steps",
+               "5", "--data.init_args.num_synthetic_identities", "4", "--data.init_args.synthetic_images_per_identity", "8"])
+    # train_text_encoder: the encoder's weights are optimised with the UNet's (the conditioning's freeze is undone)
+    assert all(p.requires_grad for p in pre.model.text_encoder.parameters())
+    assert {id(p) for p in pre.model.text_encoder.parameters()} <= {id(p) for p in pre.model.trainable_parameters()}
     assert json.loads((tmp_path / "base" / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
     assert json.loads((tmp_path / "base" / "identities.json").read_text())[:2] == ["person_00", "person_01"]
     cli = run(["fit", "--config", "configs/legato_t2i_lfw.yaml", *small, "--model.init_args.base_model",
@@ -276,3 +280,27 @@ def test_text_model_audit_runs_every_attack_and_the_prompt_attack_optimises(t2i_
                            steps=30, lr=5e-2, samples=2, sampling={"num_inference_steps": 2})
     r = attack.per_template["a photo of {}"]
     assert r["gap_attacked"] < r["gap_initial_prefix"] and method.strength == 1.0
+
+
+def test_name_separation_gives_each_name_its_own_direction():
+    """A random-init text encoder's states are mostly position and template; after separate_names the
+    name dominates the mean state, also for a template it never saw."""
+    from legato_pl.models.name_separation import prompt_features, separate_names
+
+    torch.manual_seed(0)
+    pipe = build_text_to_image(UNET, TEXT)
+    names = ["George W Bush", "Tony Blair", "Serena Williams", "Colin Powell", "Gloria Macapagal Arroyo"]
+    train, unseen = ["a photo of {}", "{} smiling", "a portrait of {}"], ["an image of {}"]
+
+    def share(templates):  # between-name energy / total energy of the mean states
+        ids = pipe.tokenizer([t.format(n) for t in templates for n in names], padding="max_length",
+                             max_length=77, return_tensors="pt").input_ids
+        with torch.no_grad():
+            f = prompt_features(pipe.text_encoder, ids).view(len(templates), len(names), -1).mean(0)
+        return float(((f - f.mean(0)) ** 2).sum() / (f ** 2).sum())
+
+    before, before_unseen = share(train), share(unseen)
+    losses = separate_names(pipe.text_encoder, pipe.tokenizer, [[t.format(n) for t in train] for n in names], steps=60)
+    assert losses[-1] < 0.2 * losses[0]
+    assert share(train) > 0.5 > before
+    assert share(unseen) > before_unseen + 0.3

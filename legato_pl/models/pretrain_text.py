@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
+from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning, display_name
 from legato_pl.models.base import IDENTITIES_FILE
 from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.name_separation import separate_names
 from legato_pl.models.pretrain import PretrainBase
 from legato_pl.models.text_to_image import build_text_to_image
 
@@ -37,7 +38,10 @@ class TextToImagePretrainModule(PretrainBase):
             here is untrained; it exercises the latent path, it does not make good latents.
         prompt_templates: caption templates with one ``{}`` for the name.
         caption_dropout: probability of the empty prompt (for classifier-free guidance).
-        train_text_encoder: also train the text encoder (default frozen at its random init).
+        train_text_encoder: also train the text encoder with the UNet (default: frozen after name separation).
+        name_separation_steps: steps of :func:`~legato_pl.models.name_separation.separate_names` on the
+            training prompts before the UNet trains (0: the text encoder stays at its random init, whose
+            states the UNet learns to ignore; the role CLIP's pretraining plays for SD).
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class TextToImagePretrainModule(PretrainBase):
         beta_schedule: str = "squaredcos_cap_v2",
         caption_dropout: float = 0.1,
         train_text_encoder: bool = False,
+        name_separation_steps: int = 300,
         lr: float = 2e-4,
         warmup_steps: int = 100,
         ema_decay: float | None = 0.999,
@@ -75,12 +80,18 @@ class TextToImagePretrainModule(PretrainBase):
                                   "num_attention_heads": 4}
         self.pipeline = build_text_to_image(unet, text, h.vae, h.num_train_timesteps, h.beta_schedule)
         self.unet, self.text_encoder = self.pipeline.unet, self.pipeline.text_encoder
-        self.text_encoder.requires_grad_(h.train_text_encoder)
+        templates = h.prompt_templates or DEFAULT_TEMPLATES
+        if h.name_separation_steps > 0:
+            prompts = [[t.format(display_name(n)) for t in templates] for n in self.identities]
+            losses = separate_names(self.text_encoder, self.pipeline.tokenizer, prompts, h.name_separation_steps,
+                                    seed=h.seed)
+            rank_zero_info(f"text encoder: names separated in {len(losses)} steps "
+                           f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
         self.scheduler = self.pipeline.scheduler
-        self.conditioning = TextConditioning(self.pipeline.tokenizer, self.text_encoder, self.identities,
-                                             h.prompt_templates or DEFAULT_TEMPLATES, vae=self.pipeline.vae)
+        self.conditioning = TextConditioning(self.pipeline.tokenizer, self.text_encoder, self.identities, templates,
+                                             vae=self.pipeline.vae)  # freezes the text encoder
         if h.train_text_encoder:
-            self.text_encoder.train()
+            self.text_encoder.requires_grad_(True).train()
         if h.ema_decay is not None:
             self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         rank_zero_info(f"text-to-image base: UNet {sum(p.numel() for p in self.unet.parameters()):,} parameters, "
