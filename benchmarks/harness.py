@@ -96,7 +96,21 @@ def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[st
         "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1", "--trainer.callbacks", "[]",
         "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
         *shlex.split(a.unlearn_args), *extra])  # the method's own overrides last: they win
-    return {**result, "seconds_per_step": seconds_per_step(run / "fit" / "version_0")}
+    return {**result, "seconds_per_step": seconds_per_step(run / "fit" / "version_0"),
+            "base_fingerprint": base_fingerprint(a.base)}
+
+
+def base_fingerprint(base: str | Path) -> str:
+    """Size and modification time of every file of a base's UNet: changes when the base is retrained."""
+    files = sorted(p for p in (Path(base) / "unet").rglob("*") if p.is_file())
+    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
+def check_cached_fit(fit: dict, base: str | Path, run: Path) -> None:
+    """Refuse to score a cached fit in ``run`` that was trained on another version of ``base``."""
+    if fit.get("base_fingerprint") != base_fingerprint(base):
+        raise SystemExit(f"{run} holds a fit of another version of {base} (retrained since?): remove {run} or "
+                         "pass another --work")
 
 
 def command_line(script: str, argv: list[str] | None) -> str:

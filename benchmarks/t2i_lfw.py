@@ -39,6 +39,7 @@ from legato_pl.sampling import sample
 from harness import (
     FACES,
     add_pretrain_and_fit_args,
+    check_cached_fit,
     command_line,
     fit_heldout_fraction,
     fit_unlearning,
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not (work / "weights").is_dir():
         (work / "fit.json").write_text(json.dumps(fit_unlearning(a, a.forget, work)) + "\n")
     result["fit"] = json.loads((work / "fit.json").read_text())
+    check_cached_fit(result["fit"], base_dir, work)
     fit_config = yaml.safe_load((work / "fit" / "version_0" / "config.yaml").read_text())
     templates = fit_config["model"]["init_args"]["prompt_templates"]
     base = load_base_model(base_dir, prompt_templates=templates)

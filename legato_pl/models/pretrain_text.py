@@ -1,10 +1,12 @@
 """TextToImagePretrainModule: a small text-to-image base in the Stable Diffusion layout, captions from templates.
 
 Each photo of person P is captioned by a random template ("a photo of P", ...); the prompt goes through
-a CLIP text encoder built from config with CLIP's real tokenizer (offline), frozen by default: distinct
-names give distinct token sequences, and the UNet's cross-attention learns to draw them. The result
-is saved as a ``StableDiffusionPipeline`` directory (plus ``identities.json``), so the code that
-unlearns it is the code that unlearns a real SD checkpoint.
+a CLIP text encoder built from config with CLIP's real tokenizer (offline). Before the UNet trains, the
+encoder learns to tell the names apart (:mod:`legato_pl.models.name_separation`, what CLIP's pretraining
+gives SD); then it is frozen by default and the UNet's cross-attention (plus, as configured, the pooled
+prompt in its time embedding) learns to draw the named person. The result is saved as a
+``StableDiffusionPipeline`` directory (plus ``identities.json``), so the code that unlearns it is the code
+that unlearns a real SD checkpoint.
 """
 
 from __future__ import annotations
