@@ -291,16 +291,19 @@ def test_name_separation_gives_each_name_its_own_direction():
     pipe = build_text_to_image(UNET, TEXT)
     names = ["George W Bush", "Tony Blair", "Serena Williams", "Colin Powell", "Gloria Macapagal Arroyo"]
     train, unseen = ["a photo of {}", "{} smiling", "a portrait of {}"], ["an image of {}"]
+    text = TextConditioning(pipe.tokenizer, pipe.text_encoder, names, train)
+    labels = torch.arange(len(names)).repeat(len(train))  # template-major: all names in the first template, ...
 
     def share(templates):  # between-name energy / total energy of the mean states
-        ids = pipe.tokenizer([t.format(n) for t in templates for n in names], padding="max_length",
-                             max_length=77, return_tensors="pt").input_ids
+        ids = text.token_ids([t.format(n) for t in templates for n in names])
         with torch.no_grad():
             f = prompt_features(pipe.text_encoder, ids).view(len(templates), len(names), -1).mean(0)
         return float(((f - f.mean(0)) ** 2).sum() / (f ** 2).sum())
 
     before, before_unseen = share(train), share(unseen)
-    losses = separate_names(pipe.text_encoder, pipe.tokenizer, [[t.format(n) for t in train] for n in names], steps=60)
+    losses = separate_names(pipe.text_encoder, text.token_ids([t.format(n) for t in train for n in names]), labels,
+                            steps=60)
+    assert not any(p.requires_grad for p in pipe.text_encoder.parameters())  # left frozen, as it was given
     assert losses[-1] < 0.2 * losses[0]
     assert share(train) > 0.5 > before
     assert share(unseen) > before_unseen + 0.3

@@ -22,34 +22,34 @@ def prompt_features(text_encoder: nn.Module, token_ids: Tensor) -> Tensor:
     return F.normalize(text_encoder(token_ids)[0].mean(1), dim=-1)
 
 
-def separate_names(text_encoder: nn.Module, tokenizer, prompts_per_name: list[list[str]], steps: int = 300,
-                   lr: float = 1e-3, temperature: float = 0.1, seed: int = 0) -> list[float]:
+def separate_names(text_encoder: nn.Module, token_ids: Tensor, labels: Tensor, steps: int = 300, lr: float = 1e-3,
+                   temperature: float = 0.1, seed: int = 0) -> list[float]:
     """Train ``text_encoder`` in place so each name's prompts share a direction no other name has.
 
-    ``prompts_per_name[i]``: the training prompts of name ``i`` (every template). A cosine classifier
-    over learnable prototypes (one per name, discarded afterwards) is fitted jointly with the encoder;
-    every step sees every prompt. Deterministic for a given ``seed`` (each DDP rank computes the same
-    encoder). Returns the loss per step.
+    ``token_ids``: the padded training prompts (every template of every name), ``labels``: the name index
+    of each. A cosine classifier over learnable prototypes (one per name, discarded afterwards) is fitted
+    jointly with the encoder; every step sees every prompt. The encoder's train mode and ``requires_grad``
+    are restored afterwards. Deterministic for a given ``seed`` (each DDP rank computes the same encoder).
+    Returns the loss per step.
     """
-    prompts = [p for group in prompts_per_name for p in group]
-    labels = torch.tensor([i for i, group in enumerate(prompts_per_name) for _ in group])
-    device = next(text_encoder.parameters()).device
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(device)
+    device = token_ids.device
+    labels = labels.to(device)
     gen = torch.Generator().manual_seed(seed)
-    width = text_encoder.config.hidden_size
-    prototypes = nn.Parameter(torch.randn(len(prompts_per_name), width, generator=gen).to(device))
-    was_training = text_encoder.training
+    num_names, width = int(labels.max()) + 1, text_encoder.config.hidden_size
+    prototypes = nn.Parameter(torch.randn(num_names, width, generator=gen).to(device))
+    was_training, was_trainable = text_encoder.training, [p.requires_grad for p in text_encoder.parameters()]
     text_encoder.train().requires_grad_(True)
     opt = torch.optim.Adam([*text_encoder.parameters(), prototypes], lr=lr)
     losses = []
     with torch.enable_grad():
         for _ in range(steps):
-            logits = prompt_features(text_encoder, ids) @ F.normalize(prototypes, dim=-1).T / temperature
-            loss = F.cross_entropy(logits, labels.to(device))
+            logits = prompt_features(text_encoder, token_ids) @ F.normalize(prototypes, dim=-1).T / temperature
+            loss = F.cross_entropy(logits, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(loss.item())
     text_encoder.train(was_training)
+    for p, trainable in zip(text_encoder.parameters(), was_trainable):
+        p.requires_grad_(trainable)
     return losses

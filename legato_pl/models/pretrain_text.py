@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning, display_name
+from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
 from legato_pl.models.base import IDENTITIES_FILE
 from legato_pl.models.diffusion import add_noise, step_generator
 from legato_pl.models.name_separation import separate_names
@@ -82,16 +82,17 @@ class TextToImagePretrainModule(PretrainBase):
                                   "num_attention_heads": 4}
         self.pipeline = build_text_to_image(unet, text, h.vae, h.num_train_timesteps, h.beta_schedule)
         self.unet, self.text_encoder = self.pipeline.unet, self.pipeline.text_encoder
-        templates = h.prompt_templates or DEFAULT_TEMPLATES
+        self.scheduler = self.pipeline.scheduler
+        self.conditioning = c = TextConditioning(self.pipeline.tokenizer, self.text_encoder, self.identities,
+                                                 h.prompt_templates or DEFAULT_TEMPLATES,
+                                                 vae=self.pipeline.vae)  # freezes the text encoder
         if h.name_separation_steps > 0:
-            prompts = [[t.format(display_name(n)) for t in templates] for n in self.identities]
-            losses = separate_names(self.text_encoder, self.pipeline.tokenizer, prompts, h.name_separation_steps,
+            labels = torch.arange(len(self.identities)).repeat_interleave(len(c.templates))
+            prompts = [c.prompt(int(y), k % len(c.templates)) for k, y in enumerate(labels)]
+            losses = separate_names(self.text_encoder, c.token_ids(prompts), labels, h.name_separation_steps,
                                     seed=h.seed)
             rank_zero_info(f"text encoder: names separated in {len(losses)} steps "
                            f"(loss {losses[0]:.3f} -> {losses[-1]:.3f})")
-        self.scheduler = self.pipeline.scheduler
-        self.conditioning = TextConditioning(self.pipeline.tokenizer, self.text_encoder, self.identities, templates,
-                                             vae=self.pipeline.vae)  # freezes the text encoder
         if h.train_text_encoder:
             self.text_encoder.requires_grad_(True).train()
         if h.ema_decay is not None:
