@@ -285,11 +285,41 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
                f"other people)", "",
                f"Base: acc_forget {with_interval(b, 'acc_forget')}, acc_retain {with_interval(b, 'acc_retain')}", ""]
         md += markdown_table(["method", *keys], [[m, *[with_interval(r, k) for k in keys]] for m, r in entry["methods"].items()])
+    md += ablation_table(per_identity.get(a.forget[0], {}).get("methods", {}), a.forget[0])
     md += ["", "Trade-off plot: `compare_methods_tradeoff.png`."]
     (out_dir / "compare_methods.md").write_text("\n".join(md) + "\n")
     tradeoff_plot(per_identity, out_dir / "compare_methods_tradeoff.png")
     print("\n".join(md))
     return out
+
+
+# ablation verdicts: (metric, lower is better)
+VERDICT_KEYS = [("acc_forget", True), ("acc_retain", False), ("moved_forget", False), ("pixel_change_retain", True),
+                ("FD_pre", True)]
+
+
+def versus(reference: dict, r: dict, key: str, lower_is_better: bool) -> str:
+    """``better`` / ``worse`` than ``reference`` when the 95% intervals do not overlap, else ``tie``."""
+    (lo, hi), (ref_lo, ref_hi) = r[key + "_ci"], reference[key + "_ci"]
+    if lo <= ref_hi and ref_lo <= hi:
+        return "tie"
+    return "better" if (hi < ref_lo) == lower_is_better else "worse"
+
+
+def ablation_table(methods: dict, name: str) -> list[str]:
+    """One row per one-factor change of the default legato on the first forget person, each metric with its
+    interval and its verdict against the default."""
+    reference = methods.get("legato")
+    ablations = {m: r for m, r in methods.items() if m.startswith("legato_")}
+    if reference is None or not ablations:
+        return []
+    md = ["", f"## One factor at a time ({name}; each row changes one thing of the default legato)", "",
+          "Verdict against the default: better / worse when the 95% intervals do not overlap, else tie.", ""]
+    rows = [["legato (default)", *[with_interval(reference, k) for k, _ in VERDICT_KEYS], 1.0]]
+    for method, r in ablations.items():
+        rows.append([method, *[f"{with_interval(r, k)} {versus(reference, r, k, low)}" for k, low in VERDICT_KEYS],
+                     r["trainable_params"] / reference["trainable_params"]])
+    return md + markdown_table(["method", *[k for k, _ in VERDICT_KEYS], "params_vs_default"], rows)
 
 
 if __name__ == "__main__":

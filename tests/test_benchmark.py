@@ -1,4 +1,4 @@
-"""The LFW benchmark scripts end to end on a tiny setup (3 people, 16x16, a few steps): slow."""
+"""The LFW benchmark scripts end to end on a tiny setup (3 people, 16x16, a few steps; slow), and their report helpers."""
 
 from __future__ import annotations
 
@@ -68,6 +68,8 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
             assert r["heldout_fraction"] == 0.3
     assert not list((tmp_path / "work").rglob("*.ckpt"))  # no checkpoints: the fits only need their weights
     assert (tmp_path / "results" / "compare_methods_tradeoff.png").stat().st_size > 1000
+    md = (tmp_path / "results" / "compare_methods.md").read_text()
+    assert "| legato_nocond |" in md.split("## One factor at a time (George_W_Bush")[1]  # the ablations' verdicts
     # a second run reuses every cached fit and evaluation
     (tmp_path / "results" / "compare_methods.json").unlink()
     main(args)
@@ -208,3 +210,14 @@ def test_t2i_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     with pytest.raises(SystemExit, match="another version"):
         main(["--base", str(tmp_path / "base"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
               "--root", str(faces_root), "--steps", "3"])
+
+
+def test_ablation_verdict_is_a_tie_when_intervals_overlap():
+    from compare_methods import ablation_table, versus
+
+    ref = {"acc_forget": 0.1, "acc_forget_ci": [0.05, 0.15]}
+    assert versus(ref, {"acc_forget": 0.12, "acc_forget_ci": [0.14, 0.2]}, "acc_forget", True) == "tie"
+    assert versus(ref, {"acc_forget": 0.0, "acc_forget_ci": [0.0, 0.04]}, "acc_forget", True) == "better"
+    assert versus(ref, {"acc_forget": 0.0, "acc_forget_ci": [0.0, 0.04]}, "acc_forget", False) == "worse"
+    assert versus(ref, {"acc_forget": 0.3, "acc_forget_ci": [0.2, 0.4]}, "acc_forget", True) == "worse"
+    assert ablation_table({"lora": {}}, "x") == []  # no default legato: nothing to compare with
