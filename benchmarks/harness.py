@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import subprocess
@@ -97,7 +98,13 @@ def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[st
         "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
         *shlex.split(a.unlearn_args), *extra])  # the method's own overrides last: they win
     return {**result, "seconds_per_step": seconds_per_step(run / "fit" / "version_0"),
-            "base_fingerprint": base_fingerprint(a.base)}
+            "base_fingerprint": base_fingerprint(a.base), "fit_key": fit_key(a, forget, extra)}
+
+
+def fit_key(a: argparse.Namespace, forget: str, extra: list[str] = ()) -> str:
+    """Digest of what makes a fit: the unlearning config file's text, the overrides, the person and the steps."""
+    parts = [Path(a.unlearn_config).read_text(), a.unlearn_args, shlex.join(extra), forget, str(a.steps)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def base_fingerprint(base: str | Path) -> str:
@@ -106,11 +113,15 @@ def base_fingerprint(base: str | Path) -> str:
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
-def check_cached_fit(fit: dict, base: str | Path, run: Path) -> None:
-    """Refuse to score a cached fit in ``run`` that was trained on another version of ``base``."""
+def check_cached_fit(fit: dict, base: str | Path, run: Path, key: str) -> None:
+    """Refuse to score a cached fit in ``run`` trained on another version of ``base`` or with another
+    configuration than ``key`` (:func:`fit_key`) asks for."""
     if fit.get("base_fingerprint") != base_fingerprint(base):
         raise SystemExit(f"{run} holds a fit of another version of {base} (retrained since?): remove {run} or "
                          "pass another --work")
+    if fit.get("fit_key") != key:
+        raise SystemExit(f"{run} holds a fit of another configuration (config file, --unlearn-args, --forget or "
+                         f"--steps changed since): remove {run} or pass another --work")
 
 
 def command_line(script: str, argv: list[str] | None) -> str:

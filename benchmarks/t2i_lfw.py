@@ -42,6 +42,7 @@ from harness import (
     check_cached_fit,
     command_line,
     fit_heldout_fraction,
+    fit_key,
     fit_unlearning,
     heldout_by_label,
     run_cli,
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not (work / "weights").is_dir():
         (work / "fit.json").write_text(json.dumps(fit_unlearning(a, a.forget, work)) + "\n")
     result["fit"] = json.loads((work / "fit.json").read_text())
-    check_cached_fit(result["fit"], base_dir, work)
+    check_cached_fit(result["fit"], base_dir, work, fit_key(a, a.forget))
     fit_config = yaml.safe_load((work / "fit" / "version_0" / "config.yaml").read_text())
     templates = fit_config["model"]["init_args"]["prompt_templates"]
     base = load_base_model(base_dir, prompt_templates=templates)

@@ -204,7 +204,11 @@ def test_t2i_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     assert saved["FD_pre"] >= 0 and 0 < saved["trainable_params"] < saved["unet_params"]
     assert (tmp_path / "results" / "t2i_lfw_grid.png").stat().st_size > 500
     assert "paraphrases never trained on" in (tmp_path / "results" / "t2i_lfw.md").read_text()
-    # the cached fit belongs to this base: a retrained base (here: its UNet file rewritten) is refused, not scored
+    # the cached fit belongs to this configuration: another one (here: an extra override) is refused, not scored
+    with pytest.raises(SystemExit, match="another configuration"):
+        main(["--base", str(tmp_path / "base"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
+              "--root", str(faces_root), "--steps", "3", "--unlearn-args", TINY_UNLEARN + " --model.init_args.eta 2"])
+    # and to this base: a retrained base (here: its UNet file rewritten) is refused, not scored
     weights = next((tmp_path / "base" / "unet").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes())
     with pytest.raises(SystemExit, match="another version"):
