@@ -33,8 +33,11 @@ from legato_pl.sampling import sample
 
 from harness import (
     add_unlearning_args,
+    base_fingerprint,
+    check_cached_fit,
     command_line,
     fit_heldout_fraction,
+    fit_key,
     fit_unlearning,
     heldout_by_label,
     markdown_table,
@@ -208,7 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, f, method in plan:
         result_file = work / name / method / "eval.json"
         if result_file.is_file():
-            register(name, method, json.loads(result_file.read_text()))
+            result = json.loads(result_file.read_text())
+            verify_cached(result, a, name, method, result_file.parent)
+            register(name, method, result)
         elif method in reused.get(name, {}).get("methods", {}):
             register(name, method, reused[name]["methods"][method])
         elif not a.report_only:
@@ -222,8 +227,11 @@ def main(argv: list[str] | None = None) -> dict:
                          [torch.nonzero(all_labels == c).flatten()[: a.per_identity] for c in counts if c != f])
         labels, before = all_labels[keep], before_all[keep]
         run = work / name / method
-        fit = (json.loads((run / "fit.json").read_text()) if (run / "fit.json").is_file()
-               else fit_unlearning(a, name, run, METHODS[method]))
+        if (run / "fit.json").is_file():
+            fit = json.loads((run / "fit.json").read_text())
+            verify_cached(fit, a, name, method, run)
+        else:
+            fit = fit_unlearning(a, name, run, METHODS[method])
         (run / "fit.json").write_text(json.dumps(fit) + "\n")
         fraction = fit_heldout_fraction(run)
         if fraction not in real:
@@ -244,6 +252,17 @@ def main(argv: list[str] | None = None) -> dict:
         (run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
         register(name, method, result)
     return out
+
+
+def verify_cached(fit: dict, a: argparse.Namespace, name: str, method: str, run: Path) -> None:
+    """Refuse a cached fit of another base or configuration; what a fit cached before it recorded its base
+    fingerprint or key cannot be checked, and is said."""
+    recorded = {k: fit.get(k) for k in ("base_fingerprint", "fit_key")}
+    expected = {"base_fingerprint": base_fingerprint(a.base), "fit_key": fit_key(a, name, METHODS[method])}
+    check_cached_fit({k: recorded[k] or expected[k] for k in expected}, a.base, run, expected["fit_key"])
+    if None in recorded.values():
+        print(f"{run}: cached before fits recorded {' and '.join(k for k, v in recorded.items() if v is None)}; "
+              "not verified")
 
 
 def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: dict, different_people) -> dict:

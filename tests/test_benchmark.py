@@ -74,6 +74,10 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     (tmp_path / "results" / "compare_methods.json").unlink()
     main(args)
     assert json.loads((tmp_path / "results" / "compare_methods.json").read_text())["per_identity"] == saved["per_identity"]
+    other = list(args)
+    other[other.index("--unlearn-args") + 1] += " --model.init_args.eta 3"
+    with pytest.raises(SystemExit, match="another configuration"):  # a cached fit is not scored for another config
+        main(other)
     # a fresh work directory: --reuse lets the written results stand in for the cache (a new machine adds to
     # committed results), and stops when a result's base scores disagree with the others of its person
     fresh = [*args, "--work", str(tmp_path / "fresh"), "--report-only"]
@@ -214,6 +218,28 @@ def test_t2i_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     with pytest.raises(SystemExit, match="another version"):
         main(["--base", str(tmp_path / "base"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
               "--root", str(faces_root), "--steps", "3"])
+
+
+def test_cached_fit_of_another_base_or_configuration_is_refused(tmp_path, capsys):
+    import argparse
+
+    from compare_methods import verify_cached
+    from harness import base_fingerprint, fit_key
+
+    (tmp_path / "base" / "unet").mkdir(parents=True)
+    (tmp_path / "base" / "unet" / "w.safetensors").write_bytes(b"0")
+    a = argparse.Namespace(base=str(tmp_path / "base"), unlearn_config=str(REPO / "configs/legato_lfw.yaml"),
+                           unlearn_args="", steps=300)
+    fit = {"base_fingerprint": base_fingerprint(a.base), "fit_key": fit_key(a, "Tony_Blair", [])}
+    verify_cached(fit, a, "Tony_Blair", "legato", tmp_path)  # the same: accepted
+    with pytest.raises(SystemExit, match="another configuration"):
+        verify_cached(fit, a, "Tony_Blair", "legato_eta2", tmp_path)
+    with pytest.raises(SystemExit, match="another configuration"):
+        verify_cached(fit, a, "George_W_Bush", "legato", tmp_path)
+    with pytest.raises(SystemExit, match="another version"):
+        verify_cached({**fit, "base_fingerprint": "retrained"}, a, "Tony_Blair", "legato", tmp_path)
+    verify_cached({"base_fingerprint": fit["base_fingerprint"]}, a, "Tony_Blair", "legato", tmp_path)
+    assert "not verified" in capsys.readouterr().out  # an old fit without its key: accepted, and said
 
 
 def test_ablation_verdict_is_a_tie_when_intervals_overlap():
