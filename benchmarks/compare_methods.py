@@ -55,6 +55,7 @@ METHODS = {
     "legato_anchor": ["--model.init_args.forget_target", "anchor"],  # the GUIDE "average" target
     "legato_eta2": ["--model.init_args.eta", "2.0"],  # pushed twice as far from the person
     "legato_retain3": ["--model.init_args.w_retain", "3.0"],  # forget vs retain balance
+    "legato_eta2_retain3": ["--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],  # both above
     "legato_traj1": ["--model.init_args.w_trajectory", "1.0"],  # 10x the default trajectory weight
     "legato_lr3e-3": ["--model.init_args.lr", "3e-3"],
     "legato_steps600": ["--trainer.max_steps", "600"],  # twice the budget (every other method keeps --steps)

@@ -224,6 +224,7 @@ def test_cached_fit_of_another_base_or_configuration_is_refused(tmp_path, capsys
     import argparse
 
     from compare_methods import verify_cached
+
     from harness import base_fingerprint, fit_key
 
     (tmp_path / "base" / "unet").mkdir(parents=True)
