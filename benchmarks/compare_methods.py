@@ -46,24 +46,28 @@ from harness import (
 
 METHOD = "--model.init_args.method.class_path"  # LightningCLI selects the method class; shared init_args stay
 ADAPTER = "--model.init_args.method.init_args.adapter."  # the config's Legato adapter, one field changed
+# The one-factor study started from eta 1 and retain weight 1 (the config's default until it measured eta 2 with
+# retain weight 3 better): each ablation pins those two, so its name keeps meaning the fit it names.
+ETA1 = ["--model.init_args.eta", "1.0", "--model.init_args.w_retain", "1.0"]
 METHODS = {
     "legato": [],  # the config as it is
-    "legato_nocond": [ADAPTER + "condition", "none"],
-    "legato_timestep": [ADAPTER + "condition", "timestep"],  # f sees the diffusion timestep only
-    "legato_paper": [ADAPTER + "condition", "none", ADAPTER + "hidden", "256"],
-    "legato_no_traj": ["--model.init_args.w_trajectory", "0"],
-    "legato_anchor": ["--model.init_args.forget_target", "anchor"],  # the GUIDE "average" target
-    "legato_eta2": ["--model.init_args.eta", "2.0"],  # pushed twice as far from the person
-    "legato_retain3": ["--model.init_args.w_retain", "3.0"],  # forget vs retain balance
-    "legato_eta2_retain3": ["--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],  # both above
-    "legato_traj1": ["--model.init_args.w_trajectory", "1.0"],  # 10x the default trajectory weight
-    "legato_lr3e-3": ["--model.init_args.lr", "3e-3"],
-    "legato_steps600": ["--trainer.max_steps", "600"],  # twice the budget (every other method keeps --steps)
-    "legato_h256": [ADAPTER + "hidden", "256"],  # the paper's width, with the condition
-    "legato_mid": [ADAPTER + "stages", "mid"],
-    "legato_all_stages": [ADAPTER + "stages", "all"],
-    "legato_last2": [ADAPTER + "stages", "[up_blocks.1, up_blocks.2]"],  # the LFW UNet's last two (of 3) up blocks
-    "legato_k3": [ADAPTER + "kernel_size", "3"],
+    "legato_eta1": ETA1,  # the reference of the one-factor ablations below
+    "legato_nocond": [*ETA1, ADAPTER + "condition", "none"],
+    "legato_timestep": [*ETA1, ADAPTER + "condition", "timestep"],  # f sees the diffusion timestep only
+    "legato_paper": [*ETA1, ADAPTER + "condition", "none", ADAPTER + "hidden", "256"],
+    "legato_no_traj": [*ETA1, "--model.init_args.w_trajectory", "0"],
+    "legato_anchor": [*ETA1, "--model.init_args.forget_target", "anchor"],  # the GUIDE "average" target
+    "legato_eta2": [*ETA1, "--model.init_args.eta", "2.0"],  # pushed twice as far from the person
+    "legato_retain3": [*ETA1, "--model.init_args.w_retain", "3.0"],  # forget vs retain balance
+    "legato_traj1": [*ETA1, "--model.init_args.w_trajectory", "1.0"],  # 10x the default trajectory weight
+    "legato_lr3e-3": [*ETA1, "--model.init_args.lr", "3e-3"],
+    "legato_steps600": [*ETA1, "--trainer.max_steps", "600"],  # twice the budget (every other method keeps --steps)
+    "legato_h256": [*ETA1, ADAPTER + "hidden", "256"],  # the paper's width, with the condition
+    "legato_mid": [*ETA1, ADAPTER + "stages", "mid"],
+    "legato_all_stages": [*ETA1, ADAPTER + "stages", "all"],
+    "legato_last2": [*ETA1, ADAPTER + "stages", "[up_blocks.1, up_blocks.2]"],  # the LFW UNet's last two up blocks
+    "legato_k3": [*ETA1, ADAPTER + "kernel_size", "3"],
+    "legato_eta2_retain5": ["--model.init_args.eta", "2.0", "--model.init_args.w_retain", "5.0"],  # others kept more
     "residual": [METHOD, "legato_pl.methods.Residual"],
     "lora": [METHOD, "legato_pl.methods.LoRA"],
     "full": [METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
@@ -326,21 +330,21 @@ def versus(reference: dict, r: dict, key: str, lower_is_better: bool) -> str:
     return "better" if (hi < ref_lo) == lower_is_better else "worse"
 
 
-def ablation_table(methods: dict, name: str) -> list[str]:
-    """One row per one-factor change of the default legato on the first forget person, each metric with its
-    interval and its verdict against the default."""
-    reference = methods.get("legato")
-    ablations = {m: r for m, r in methods.items() if m.startswith("legato_")}
-    if reference is None or not ablations:
+def ablation_table(methods: dict, name: str, reference: str = "legato_eta1") -> list[str]:
+    """One row per one-factor change of ``reference`` (else of the default legato) on the first forget person,
+    each metric with its interval and its verdict against the reference."""
+    reference = reference if reference in methods else "legato"
+    ref = methods.get(reference)
+    ablations = {m: r for m, r in methods.items() if m.startswith("legato") and m != reference}
+    if ref is None or not ablations:
         return []
-    md = ["", f"## One factor at a time ({name}; each row changes one thing of the default legato)", "",
-          "Verdict against the default: better / worse when the 95% intervals do not overlap, else tie.", ""]
-    rows = [["legato (default)", *[with_interval(reference, k) for k, _ in VERDICT_KEYS], 1.0]]
+    md = ["", f"## One factor at a time ({name}; each row names what it changes of {reference})", "",
+          f"Verdict against {reference}: better / worse when the 95% intervals do not overlap, else tie.", ""]
+    rows = [[f"{reference} (reference)", *[with_interval(ref, k) for k, _ in VERDICT_KEYS], 1.0]]
     for method, r in ablations.items():
-        rows.append([method, *[f"{with_interval(r, k)} {versus(reference, r, k, low)}" for k, low in VERDICT_KEYS],
-                     r["trainable_params"] / reference["trainable_params"]])
-    return md + markdown_table(["method", *[k for k, _ in VERDICT_KEYS], "params_vs_default"], rows)
-
+        rows.append([method, *[f"{with_interval(r, k)} {versus(ref, r, k, low)}" for k, low in VERDICT_KEYS],
+                     r["trainable_params"] / ref["trainable_params"]])
+    return md + markdown_table(["method", *[k for k, _ in VERDICT_KEYS], "params_vs_reference"], rows)
 
 if __name__ == "__main__":
     main()

@@ -252,3 +252,11 @@ def test_ablation_verdict_is_a_tie_when_intervals_overlap():
     assert versus(ref, {"acc_forget": 0.0, "acc_forget_ci": [0.0, 0.04]}, "acc_forget", False) == "worse"
     assert versus(ref, {"acc_forget": 0.3, "acc_forget_ci": [0.2, 0.4]}, "acc_forget", True) == "worse"
     assert ablation_table({"lora": {}}, "x") == []  # no default legato: nothing to compare with
+    row = {**{k: 0.5 for k in ("acc_forget", "acc_retain", "moved_forget", "pixel_change_retain", "FD_pre")},
+           **{f"{k}_ci": [0.4, 0.6] for k in ("acc_forget", "acc_retain", "moved_forget", "pixel_change_retain")},
+           "FD_pre_ci": [0.4, 0.6], "trainable_params": 10}
+    moved_more = {**row, "moved_forget": 0.9, "moved_forget_ci": [0.8, 1.0]}
+    md = "\n".join(ablation_table({"legato": moved_more, "legato_eta1": row, "legato_k3": row, "lora": row}, "x"))
+    assert "| legato_eta1 (reference) |" in md  # the ablations' own reference when it was run, not the default
+    assert md.count(" better |") == 1 and "| legato |" in md and "| legato_k3 |" in md and "| lora |" not in md
+    assert "legato (reference)" in "\n".join(ablation_table({"legato": row, "legato_k3": row}, "x"))
