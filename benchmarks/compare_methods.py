@@ -47,7 +47,7 @@ from harness import (
 METHOD = "--model.init_args.method.class_path"  # LightningCLI selects the method class; shared init_args stay
 ADAPTER = "--model.init_args.method.init_args.adapter."  # the config's Legato adapter, one field changed
 # The one-factor study started from eta 1 and retain weight 1 (the config's default until it measured eta 2 with
-# retain weight 3 better): each ablation pins those two, so its name keeps meaning the fit it names.
+# a heavier retain term better): each ablation pins those two, so its name keeps meaning the fit it names.
 ETA1 = ["--model.init_args.eta", "1.0", "--model.init_args.w_retain", "1.0"]
 METHODS = {
     "legato": [],  # the config as it is
@@ -67,7 +67,7 @@ METHODS = {
     "legato_all_stages": [*ETA1, ADAPTER + "stages", "all"],
     "legato_last2": [*ETA1, ADAPTER + "stages", "[up_blocks.1, up_blocks.2]"],  # the LFW UNet's last two up blocks
     "legato_k3": [*ETA1, ADAPTER + "kernel_size", "3"],
-    "legato_eta2_retain5": ["--model.init_args.eta", "2.0", "--model.init_args.w_retain", "5.0"],  # others kept more
+    "legato_eta2_retain3": ["--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],  # the others kept less
     "residual": [METHOD, "legato_pl.methods.Residual"],
     "lora": [METHOD, "legato_pl.methods.LoRA"],
     "full": [METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
