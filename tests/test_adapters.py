@@ -125,6 +125,31 @@ def test_euler_matches_its_closed_form(strength):
     assert states.shape[0] == len(grid)
 
 
+@pytest.mark.parametrize("strength", [1.0, 0.3])
+def test_euler_states_and_gradients_equal_torchdiffeq(strength):
+    """The Euler path (no preallocated solution tensor) is torchdiffeq's Euler: the same states bit for bit, the
+    same gradients up to the order of float summation in the backward."""
+    from torchdiffeq import odeint
+
+    from legato_pl.adapters.layer import euler
+
+    torch.manual_seed(0)
+    adapter = ODEAdapter(4, ODEAdapterConfig(hidden=8, condition="none"))
+    torch.nn.init.normal_(adapter.field.out.weight, std=0.3)
+    h0 = torch.randn(2, 4, 5, 5)
+    t = torch.tensor(time_grid(strength * 1.6, 0.4))
+    grads = []
+    for solve in (euler, lambda f, h, grid: odeint(f, h, grid, method="euler")):
+        adapter.zero_grad()
+        states = solve(adapter.field, h0, t)
+        (states[-1].square().mean() + (states[1:] - states[:-1]).square().mean()).backward()
+        grads.append((states.detach(), adapter.field.inp.weight.grad.clone(), adapter.field.out.weight.grad.clone()))
+    (states, *ours), (states_ref, *theirs) = grads
+    assert torch.equal(states, states_ref)
+    for g, g_ref in zip(ours, theirs):
+        torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-7)
+
+
 def test_adaptive_solver_matches_exponential():
     a = 0.7
     h0 = torch.rand(2, 3, 4, 4, dtype=torch.float64) + 0.1

@@ -25,6 +25,17 @@ def time_grid(end: float, step: float) -> list[float]:
     return points
 
 
+def euler(field: nn.Module, h: Tensor, t: Tensor) -> Tensor:
+    """States ``[len(t), ...]`` of explicit Euler on the grid ``t``: torchdiffeq's ``method="euler"`` step for
+    step (``h + (t1 - t0) * f(t0, h)``, bit-identical), without its preallocated solution tensor, whose
+    per-step slice writes cost the backward a copy of every state at every step."""
+    states = [h]
+    for t0, t1 in zip(t[:-1], t[1:]):
+        h = h + (t1 - t0) * field(t0, h)
+        states.append(h)
+    return torch.stack(states)
+
+
 class VectorField(nn.Module):
     """f(h, c) = conv -> (+ bias from c) -> LeakyReLU -> conv; the last conv is zero-initialised, so
     f == 0 (and the adapter is the identity) at init whatever c is.
@@ -92,7 +103,10 @@ class ODEAdapter(nn.Module):
         # fixed-grid solvers step exactly between the grid points we asked for; tolerances steer adaptive ones
         self.field.condition = condition
         try:
-            states = solve(self.field, h, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol)
+            if cfg.method == "euler" and not cfg.adjoint:
+                states = euler(self.field, h, t)
+            else:
+                states = solve(self.field, h, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol)
         finally:
             if not cfg.adjoint:  # the adjoint's backward pass calls the field again
                 self.field.condition = None
