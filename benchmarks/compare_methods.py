@@ -50,7 +50,8 @@ ADAPTER = "--model.init_args.method.init_args.adapter."  # the config's Legato a
 # a heavier retain term better): each ablation pins those two, so its name keeps meaning the fit it names.
 ETA1 = ["--model.init_args.eta", "1.0", "--model.init_args.w_retain", "1.0"]
 METHODS = {
-    "legato": [],  # the config as it is
+    "legato": [],  # the config as it is (it stops once the person is forgotten: StopWhenForgotten)
+    "legato_no_stop": ["--trainer.callbacks", "[]"],  # the config's objective for the full --steps, no early stop
     "legato_eta1": ETA1,  # the reference of the one-factor ablations below
     "legato_nocond": [*ETA1, ADAPTER + "condition", "none"],
     "legato_timestep": [*ETA1, ADAPTER + "condition", "timestep"],  # f sees the diffusion timestep only
@@ -308,7 +309,9 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
         md += ["", f"## {name} ({entry['samples']['forget']} forget samples, {entry['samples']['retain']} of the "
                f"other people)", "",
                f"Base: acc_forget {with_interval(b, 'acc_forget')}, acc_retain {with_interval(b, 'acc_retain')}", ""]
-        md += markdown_table(["method", *keys], [[m, *[with_interval(r, k) for k in keys]] for m, r in entry["methods"].items()])
+        md += markdown_table(["method", *keys, "steps", "fit seconds"],
+                             [[m, *[with_interval(r, k) for k in keys], r.get("steps_run", a.steps), r["wall_time_s"]]
+                              for m, r in entry["methods"].items()])
     md += ablation_table(per_identity.get(a.forget[0], {}).get("methods", {}), a.forget[0])
     md += ["", "Trade-off plot: `compare_methods_tradeoff.png`."]
     (out_dir / "compare_methods.md").write_text("\n".join(md) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shlex
 import subprocess
@@ -87,18 +88,39 @@ def add_pretrain_and_fit_args(p: argparse.ArgumentParser, name: str, work: str, 
     p.add_argument("--unlearn-args", default="", help="extra CLI overrides for the fit (quoted)")
 
 
+FIT_CALLBACKS = ("StopWhenForgotten",)  # config callbacks that decide what a fit learns: kept in benchmark fits
+
+
+def fit_callbacks(config: str) -> str:
+    """The config's callbacks that shape the result (stopping), as a CLI value; checkpoints, curves and grids go."""
+    callbacks = (yaml.safe_load(Path(config).read_text()).get("trainer") or {}).get("callbacks") or []
+    return json.dumps([c for c in callbacks if c["class_path"].rsplit(".", 1)[-1] in FIT_CALLBACKS])
+
+
 def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
     """One ``fit`` of ``a.unlearn_config`` into ``run`` (weights in ``run/weights``, events in ``run/fit``),
-    with no callbacks, checkpoints or validation; its wall time, peak RSS and steady seconds per step."""
+    with no checkpoints, curves or validation (a stopping callback of the config stays: it decides the result);
+    its wall time, peak RSS, steady seconds per step and the steps it ran."""
     result = run_cli(a.unlearn_config, [
         "--model.init_args.base_model", a.base, "--model.init_args.output_dir", str(run / "weights"),
         "--data.init_args.root", a.root, "--data.init_args.forget", forget, "--trainer.max_steps", str(a.steps),
         "--trainer.logger.init_args.save_dir", str(run), "--trainer.logger.init_args.name", "fit",
-        "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1", "--trainer.callbacks", "[]",
+        "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1",
+        "--trainer.callbacks", fit_callbacks(a.unlearn_config),
         "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
         *shlex.split(a.unlearn_args), *extra])  # the method's own overrides last: they win
-    return {**result, "seconds_per_step": seconds_per_step(run / "fit" / "version_0"),
+    log_dir = run / "fit" / "version_0"
+    return {**result, "seconds_per_step": seconds_per_step(log_dir), "steps_run": steps_run(log_dir),
             "base_fingerprint": base_fingerprint(a.base), "fit_key": fit_key(a, forget, extra)}
+
+
+def steps_run(log_dir: Path) -> int:
+    """Optimisation steps a fit ran (the last logged train/loss step + 1)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return events.Scalars("train/loss")[-1].step + 1
 
 
 def fit_key(a: argparse.Namespace, forget: str, extra: list[str] = ()) -> str:

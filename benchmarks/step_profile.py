@@ -118,9 +118,9 @@ def build_module(model: str, method: str, work: Path, root: Path):
 
         base = str(make_random_base(work / "base_lfw", size["image_size"], root))
     else:  # an SD-1.5-sized text-to-image base, built in memory (3.4 GB of fp32 weights are never written)
+        from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
         from legato_pl.models.base import BaseModel
         from legato_pl.models.text_to_image import build_text_to_image
-        from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
 
         torch.manual_seed(0)
         unet_config = {k: v for k, v in SD15_UNET.items() if k not in ("in_channels", "out_channels", "cross_attention_dim")}

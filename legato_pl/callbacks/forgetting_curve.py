@@ -12,9 +12,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 from typing_extensions import override
 
+from legato_pl.callbacks.judge import check_judge_inputs, fit_people, identity_judge
 from legato_pl.errors import LegatoInputError
 from legato_pl.evaluation import SamplingSettings, StrengthCurve, strength_curve
-from legato_pl.metrics import UnlearningMetrics, load_encoder
+from legato_pl.metrics import UnlearningMetrics
 from legato_pl.metrics.encoders import ENCODER_NAMES
 
 
@@ -65,24 +66,17 @@ class ForgettingCurve(pl.Callback):
         self.last: StrengthCurve | None = None
 
     def _setup_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> tuple[torch.Tensor, list[int]]:
-        dm = trainer.datamodule
-        to_base = {name: int(module.label_map[i]) for i, name in enumerate(dm.class_names)}
-        forget = [to_base[n] for n in dm.forget]
-        retain = [to_base[n] for n in dm.retain[: self.num_retain]]
+        forget, retain = fit_people(trainer, module)
         if self._metrics is None:
-            real = {to_base[n]: imgs for n, imgs in dm.data.heldout.items() if len(imgs)}
-            self._metrics = UnlearningMetrics(load_encoder(self.encoder_name), real, forget, face_rate=self.face_rate)
-        people = forget + retain
+            self._metrics = identity_judge(trainer, module, self.encoder_name, self.face_rate)
+        people = forget + retain[: self.num_retain]
         labels = torch.tensor(people).repeat_interleave(self.settings.per_identity)
         return labels, people
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check everything the sweep needs before training starts (not at the first sweep, after it)."""
-        dm = trainer.datamodule
-        if dm is None or not all(hasattr(dm, k) for k in ("forget", "retain", "class_names", "data")):
-            raise LegatoInputError("ForgettingCurve needs an IdentityDataModule (forget/retain names, held-out photos)")
-        load_encoder(self.encoder_name)  # a missing model file fails here, once
+        check_judge_inputs(trainer, self.encoder_name, "ForgettingCurve")
 
     def run(self, trainer: pl.Trainer, module: pl.LightningModule) -> StrengthCurve:
         labels, people = self._setup_metrics(trainer, module)

@@ -1,0 +1,116 @@
+"""StopWhenForgotten: end a fit once the forgotten people are gone from fixed-seed samples; keep the best state."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from legato_pl.callbacks.judge import check_judge_inputs, fit_people, identity_judge
+from legato_pl.errors import LegatoInputError
+from legato_pl.metrics.encoders import IdentityEncoder
+from legato_pl.sampling import sample
+
+
+class StopWhenForgotten(Callback):
+    """Stop the fit once the forget people are forgotten to a stated threshold, and keep the best state.
+
+    Every ``every_n_steps`` training steps, ``num_samples`` samples of the forget people are drawn at the
+    method's strength from fixed seeds (their base-model versions, same seeds, are drawn once) and scored by
+    the identity judge against the held-out real photos:
+
+    - ``accuracy``: share still identified as the forgotten person (nearest real-photo centroid);
+    - ``moved``: share whose identity cosine to its base version is at or below the cosine between two
+      different people's centroids (the sample changed as much as one person differs from another).
+
+    The people count as forgotten when ``accuracy <= max_accuracy`` and ``moved >= min_moved``; the fit then
+    stops. Whatever ends the fit, the trainable state of the best check (lowest accuracy, then most moved, then
+    the earliest: fewer steps disturb the other people less) is restored before the artifact is written.
+    Logs ``stop/accuracy`` and ``stop/moved``; :attr:`history` holds every check.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 20,
+        num_samples: int = 16,
+        max_accuracy: float = 0.0,
+        min_moved: float = 0.75,
+        encoder: str | IdentityEncoder = "dlib",
+        guidance_scale: float = 3.0,
+        num_inference_steps: int = 20,
+        seed: int = 10_000,
+        restore_best: bool = True,
+    ):
+        if every_n_steps < 1 or num_samples < 1 or num_inference_steps < 1:
+            raise LegatoInputError("StopWhenForgotten: every_n_steps, num_samples and num_inference_steps must be >= 1")
+        if not 0.0 <= max_accuracy <= 1.0 or not 0.0 <= min_moved <= 1.0:
+            raise LegatoInputError("StopWhenForgotten: max_accuracy and min_moved must be in [0, 1]")
+        self.every_n_steps, self.num_samples = every_n_steps, num_samples
+        self.max_accuracy, self.min_moved = max_accuracy, min_moved
+        self.encoder, self.guidance_scale, self.num_inference_steps = encoder, guidance_scale, num_inference_steps
+        self.seed, self.restore_best = seed, restore_best
+        self.history: list[dict[str, float]] = []
+        self.stopped_at: int | None = None
+        self._best: tuple[tuple[float, float, int], list[torch.Tensor]] | None = None
+        self._judge = self._labels = self._before = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        check_judge_inputs(trainer, self.encoder, "StopWhenForgotten")
+
+    def _sample(self, module: LightningModule, unet: torch.nn.Module) -> torch.Tensor:
+        return sample(unet, module.scheduler, self._labels, null_class=module.null_class,
+                      conditioning=module.conditioning, guidance_scale=self.guidance_scale,
+                      num_inference_steps=self.num_inference_steps,
+                      seeds=list(range(self.seed, self.seed + self.num_samples)))
+
+    def check(self, trainer: Trainer, module: LightningModule, log: bool = True) -> dict[str, float]:
+        """Score the current state; remember it if it is the best so far."""
+        was_training = module.training
+        module.eval()
+        if self._judge is None:
+            self._judge, (forget, _) = identity_judge(trainer, module, self.encoder), fit_people(trainer, module)
+            self._labels = torch.tensor(forget).repeat(self.num_samples // len(forget) + 1)[: self.num_samples]
+            with module.method.teacher() as base:
+                self._before = self._sample(module, base)
+        after = self._sample(module, module.unet)
+        module.train(was_training)
+        rows = self._judge.update(self._before, after, self._labels)
+        self._judge.reset()
+        step = trainer.global_step
+        result = {"step": step, "accuracy": float(rows["correct"].mean()), "moved": float(rows["moved"].mean())}
+        self.history.append(result)
+        key = (result["accuracy"], -result["moved"], step)
+        if self.restore_best and (self._best is None or key < self._best[0]):
+            self._best = (key, [p.detach().clone() for p in module.method.trainable_parameters()])
+        if log:
+            module.log_dict({"stop/accuracy": result["accuracy"], "stop/moved": result["moved"]})
+        return result
+
+    def forgotten(self, result: dict[str, float]) -> bool:
+        return result["accuracy"] <= self.max_accuracy and result["moved"] >= self.min_moved
+
+    @override
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step % self.every_n_steps:
+            return
+        result = self.check(trainer, pl_module)
+        # every rank scores the same seeds; rank 0's verdict is the one every rank follows
+        if trainer.strategy.broadcast(self.forgotten(result), src=0):
+            self.stopped_at = trainer.global_step
+            trainer.should_stop = True
+            rank_zero_info(f"StopWhenForgotten: forgotten at step {self.stopped_at} (accuracy {result['accuracy']:.2f} "
+                           f"<= {self.max_accuracy}, moved {result['moved']:.2f} >= {self.min_moved}); stopping")
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.restore_best or self._best is None:
+            return
+        if self.stopped_at is None and trainer.global_step % self.every_n_steps:
+            self.check(trainer, pl_module, log=False)  # the last state is a candidate too
+        (accuracy, moved, step), best = self._best
+        with torch.no_grad():
+            for p, value in zip(pl_module.method.trainable_parameters(), best):
+                p.copy_(value)
+        rank_zero_info(f"StopWhenForgotten: keeping the state of step {step} (accuracy {accuracy:.2f}, moved {-moved:.2f})")

@@ -1,0 +1,68 @@
+"""StopWhenForgotten: stops at the first check that meets the threshold, never before, and keeps that state."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from legato_pl.callbacks import StopWhenForgotten
+from legato_pl.data import IdentityDataModule
+from legato_pl.errors import LegatoInputError
+from legato_pl.methods import load_method
+from legato_pl.models import UnlearningModule, load_base_model
+from legato_pl.sampling import sample
+
+from conftest import TINY_IDENTITIES, pixel_encoder
+
+MAX_STEPS = 30
+
+
+def fit(base_dir, out, lr: float, method: str = "full", **stop) -> tuple[pl.Trainer, StopWhenForgotten, UnlearningModule]:
+    """Forget person_01 of the drawing base (it draws the synthetic people), judged by their colours: the full
+    fine-tune forgets fastest there; the callback only sees the method's trainable parameters."""
+    torch.manual_seed(0)
+    callback = StopWhenForgotten(encoder=pixel_encoder, every_n_steps=5, num_samples=8, num_inference_steps=10,
+                                 **{"max_accuracy": 0.25, "min_moved": 0.0, **stop})
+    module = UnlearningModule(str(base_dir), method=method, forget_target="negative", eta=2.0, lr=lr,
+                              output_dir=str(out / "weights"))
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=8, identities=TINY_IDENTITIES,
+                            num_synthetic_identities=4, synthetic_images_per_identity=16, heldout_fraction=0.25)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=MAX_STEPS, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[callback])
+    trainer.fit(module, datamodule=dm)
+    return trainer, callback, module
+
+
+def test_stops_at_the_first_check_that_meets_the_threshold(drawing_base_dir, tmp_path):
+    trainer, callback, module = fit(drawing_base_dir, tmp_path, lr=3e-3)
+    assert callback.stopped_at is not None and trainer.global_step < MAX_STEPS, "never stopped"
+    *before, last = callback.history
+    assert last["step"] == callback.stopped_at == trainer.global_step
+    assert last["accuracy"] <= 0.25, f"stopped before the threshold: {last}"
+    assert not any(callback.forgotten(r) for r in before), "ran past a check that met the threshold"
+    assert before and before[0]["accuracy"] > 0.25  # the first check did not meet it: there was something to forget
+    # the artifact written at the end is the state that met the threshold: scored anew, it still does
+    unet = load_base_model(drawing_base_dir).unet.eval()
+    load_method(unet, tmp_path / "weights", strength=1.0)
+    labels = torch.full((8,), TINY_IDENTITIES.index("person_01"))
+    after = sample(unet, module.scheduler, labels, null_class=module.null_class, num_inference_steps=10,
+                   seeds=list(range(callback.seed, callback.seed + 8)))
+    rows = callback._judge.update(callback._before, after, labels)
+    assert float(rows["correct"].mean()) <= 0.25
+
+
+def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
+    trainer, callback, module = fit(drawing_base_dir, tmp_path, lr=0.0, method="legato")
+    assert callback.stopped_at is None and trainer.global_step == MAX_STEPS
+    assert len(callback.history) == MAX_STEPS // 5
+    assert all(not callback.forgotten(r) for r in callback.history)
+    assert callback.history[0]["accuracy"] > 0.25  # the base draws the person
+
+
+@pytest.mark.parametrize("bad", [{"every_n_steps": 0}, {"max_accuracy": 1.5}, {"min_moved": -0.1},
+                                 {"num_samples": 0}])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(LegatoInputError, match="StopWhenForgotten"):
+        StopWhenForgotten(**bad)
