@@ -257,6 +257,7 @@ def lightning_overhead(module, dm, a: argparse.Namespace) -> dict:
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=total, log_every_n_steps=fit["log_every_n_steps"],
                          logger=pl.loggers.TensorBoardLogger(str(Path(a.work) / "lightning_logs")),
                          enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=fit.get("limit_val_batches") or 1.0,
                          val_check_interval=total, check_val_every_n_epoch=None, callbacks=[Stamp()])
     del module.conditioning.predict  # the class's own again (no recording)
     trainer.fit(module, datamodule=dm)
