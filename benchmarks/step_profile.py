@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="runs/step_profile", help="where the random-weight LFW base is built")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--memory-limit-gb", type=float, default=22.0, help="address-space limit of each child")
+    p.add_argument("--unet-config", help="JSON UNet2DConditionModel kwargs for sd15 instead of SD 1.5's (for tests)")
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     return p
 
@@ -101,7 +102,7 @@ def method_spec(method: str, config: dict) -> tuple[object, float]:
     return {"class_path": "legato_pl.methods.Full"}, 1e-4
 
 
-def build_module(model: str, method: str, work: Path, root: Path):
+def build_module(model: str, method: str, work: Path, root: Path, sd_unet: dict | None = None):
     """An UnlearningModule with the default objective on the ``model`` base, and its datamodule."""
     import torch
 
@@ -123,7 +124,8 @@ def build_module(model: str, method: str, work: Path, root: Path):
         from legato_pl.models.text_to_image import build_text_to_image
 
         torch.manual_seed(0)
-        unet_config = {k: v for k, v in SD15_UNET.items() if k not in ("in_channels", "out_channels", "cross_attention_dim")}
+        unet_config = {k: v for k, v in (sd_unet or SD15_UNET).items()
+                       if k not in ("in_channels", "out_channels", "cross_attention_dim", "sample_size")}
         pipe = build_text_to_image(unet_config, {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 1,
                                                  "num_attention_heads": 12})
         text = TextConditioning(pipe.tokenizer, pipe.text_encoder, [], DEFAULT_TEMPLATES, "a person")
@@ -148,7 +150,8 @@ def worker(model: str, method: str, a: argparse.Namespace) -> dict:
     import torch
 
     torch.manual_seed(0)
-    module, dm = build_module(model, method, Path(a.work), Path(a.root))
+    sd_unet = json.loads(a.unet_config) if a.unet_config else None
+    module, dm = build_module(model, method, Path(a.work), Path(a.root), sd_unet)
     dm.setup("fit")
     module.bind_data(dm)
     module.train()
@@ -275,7 +278,7 @@ def lightning_overhead(module, dm, a: argparse.Namespace) -> dict:
 
 def run_child(model: str, method: str, a: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", model, method, "--steps", *map(str, a.steps), "--warmup",
-           str(a.warmup), "--root", a.root, "--work", a.work]
+           str(a.warmup), "--root", a.root, "--work", a.work, *(["--unet-config", a.unet_config] if a.unet_config else [])]
     print("+", shlex.join(cmd), flush=True)
     limit = int(a.memory_limit_gb * 2**30)
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,

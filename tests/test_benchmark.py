@@ -182,6 +182,29 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
     assert again["methods"]["legato_adjoint"]["ratio_time_vs_full"] > 0
 
 
+def test_step_profile_splits_a_step_and_measures_its_floor(tmp_path, faces_root, monkeypatch):
+    """benchmarks/step_profile.py on a tiny SD-layout UNet: every part timed, the floor below the step."""
+    monkeypatch.chdir(REPO)
+    from step_profile import PARTS, main
+
+    config = {"layers_per_block": 1, "block_out_channels": [16, 32], "attention_head_dim": 4, "norm_num_groups": 8,
+              "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+              "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]}
+    out = main(["--models", "sd15", "--methods", "legato", "--steps", "1", "1", "--warmup", "1",
+                "--unet-config", json.dumps(config), "--root", str(faces_root), "--out", str(tmp_path)])
+    runs = {r["method"]: r for r in out["runs"]}
+    assert all("error" not in r for r in runs.values()), runs
+    for r in runs.values():
+        s = r["seconds"]
+        assert all(s.get(k, 0.0) >= 0 for k in PARTS) and 0 < s["floor"] and r["ratio_step_vs_floor"] > 0
+        assert s["teacher_forward"] + s["student_forward"] + s["backward"] <= s["step"]
+        assert r["rows_per_step"] == {"teacher": 5, "student": 4}  # batch 1: forget, retain x2, negative, adjacency
+    assert 0 < runs["legato"]["seconds"]["ode_solve"] < runs["legato"]["seconds"]["student_forward"]
+    assert 0 < runs["legato"]["trainable_params"] < runs["legato"]["unet_params"]
+    assert "step / floor" in (tmp_path / "step_profile.md").read_text()
+    assert json.loads((tmp_path / "step_profile.json").read_text())["commit"]
+
+
 @pytest.mark.slow
 def test_t2i_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     """benchmarks/t2i_lfw.py on a tiny text-to-image base of three LFW people (pretrained 3 steps by the script)."""
