@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="runs/step_profile", help="where the random-weight LFW base is built")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--memory-limit-gb", type=float, default=22.0, help="address-space limit of each child")
+    p.add_argument("--update", action="store_true",
+                   help="keep the other (model, method) runs of the existing results file; rerun only the ones given")
     p.add_argument("--unet-config", help="JSON UNet2DConditionModel kwargs for sd15 instead of SD 1.5's (for tests)")
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     return p
@@ -297,7 +299,8 @@ def markdown(out: dict) -> list[str]:
           "Seconds per step (mean over the timed steps) of `compute_losses` + backward + AdamW with the default "
           "objective; `ode_solve` is part of `student_forward`. Floor = the teacher's frozen forwards + the "
           "student rows' frozen forward and backward from the first trained stage (the method itself costing "
-          "nothing).", ""]
+          "nothing). Each (model, method) runs alone in its own process, one after another, on a machine that may be "
+          "shared: compare methods by step / floor (both measured in the same steps), not by absolute seconds.", ""]
     header = ["model", "method", *PARTS, "step", "floor", "step / floor", "trainable", "peak RSS MB"]
     md += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in out["runs"]:
@@ -326,10 +329,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(worker(*a.worker, a)))
         return {}
     runs = []
-    out = {"command": shlex.join(["python", "benchmarks/step_profile.py", *(argv if argv is not None else sys.argv[1:])]),
+    command = shlex.join(["python", "benchmarks/step_profile.py", *(argv if argv is not None else sys.argv[1:])])
+    out_dir = Path(a.out)
+    previous = out_dir / "step_profile.json"
+    if a.update and previous.is_file():
+        before = json.loads(previous.read_text())
+        command = f"{before['command']}; then {command}"
+        runs += [r for r in before["runs"] if not (r["model"] in a.models and r["method"] in a.methods)]
+    out = {"command": command,
            "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
            "runs": runs}
-    out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for model in a.models:
         for method in a.methods:
