@@ -54,7 +54,7 @@ def test_stops_at_the_first_check_that_meets_the_threshold(drawing_base_dir, tmp
 
 
 def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
-    trainer, callback, module = fit(drawing_base_dir, tmp_path, lr=0.0, method="legato")
+    trainer, callback, module = fit(drawing_base_dir, tmp_path, lr=0.0)
     assert callback.stopped_at is None and trainer.global_step == MAX_STEPS
     assert len(callback.history) == MAX_STEPS // 5
     assert all(not callback.forgotten(r) for r in callback.history)
