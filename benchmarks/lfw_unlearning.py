@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     retain_mask = labels != forget_label
     reseed = sample(unet, base.scheduler, labels[retain_mask], null_class=base.null_class,
                     guidance_scale=a.guidance, num_inference_steps=a.steps_ddim, seed=50_000,
-                    adapters=adapters, strength=0.0)
+                    method=adapters, strength=0.0)
     ref = UnlearningMetrics(encoder, real, forget_labels=[])
     ref.update(before[retain_mask], reseed, labels[retain_mask])
     result["reference"] = {"centroid_similarity_different_people": sims[off].mean().item(),

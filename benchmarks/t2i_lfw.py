@@ -57,7 +57,7 @@ def text_samples(unet, base, conditioning: TextConditioning, labels: torch.Tenso
     """Name-prompt samples of ``labels`` (one template drawn per row from the seed) at ``strength``."""
     seeds = [s + seed_offset for s in seeds_for(labels)]
     return sample(unet, base.scheduler, labels, conditioning=conditioning, seeds=seeds, guidance_scale=a.guidance,
-                  num_inference_steps=a.steps_ddim, adapters=method, strength=strength if method else None,
+                  num_inference_steps=a.steps_ddim, method=method, strength=strength if method else None,
                   seed=seed_offset)
 
 

@@ -49,7 +49,7 @@ def test_identity_at_init_strength_zero_disabled_and_detach(kind, stages):
     with adapters.disabled():
         assert torch.equal(_out(unet, inputs), base)
     assert torch.equal(_out(unet, inputs), trained)
-    adapters.detach()
+    adapters.remove()
     assert torch.equal(_out(unet, inputs), base)
 
 

@@ -125,7 +125,7 @@ def test_cli_pretrains_a_text_to_image_base_and_erases_a_name(tmp_path):
 
 
 def test_sample_cli_takes_any_name_for_a_text_to_image_model(t2i_dir, tmp_path):
-    from legato_pl.sample_cli import sample_grid
+    from legato_pl.cli.sample import sample_grid
 
     grid = sample_grid(str(t2i_dir), ["Jane Doe", "John Roe"], per_identity=1, steps=2, strengths=[0.0])
     assert grid.shape == (1, 2, 3, 16, 16)

@@ -69,7 +69,7 @@ def prompt_attack(
             for key, cond, s in (("acc_base", search.plain, 0.0), ("acc_unlearned", search.plain, strength),
                                  ("acc_attacked", search.attacked(), strength)):
                 images = sample(unet, scheduler, torch.full((samples,), label), conditioning=conditioning, seed=seed,
-                                embeddings=cond.expand(samples, -1, -1), adapters=method, strength=s, **sampling)
+                                embeddings=cond.expand(samples, -1, -1), method=method, strength=s, **sampling)
                 row[key] = judge.accuracy(images, label)
             row["success"] = float(row["acc_base"] > 0 and row["acc_attacked"] >= 0.5 * row["acc_base"])
             result.per_template[template] = row

@@ -161,7 +161,11 @@ def method_spec(method: UnlearningMethod) -> dict[str, Any]:
 
 
 def read_method_file(path: str | Path) -> dict[str, Any]:
+    """The artifact's ``legato_method.json`` (``{"method": "legato"}`` for bare ODE adapters)."""
     path = Path(path)
+    if not path.is_dir():
+        raise LegatoInputError(f"artifact directory {path} does not exist" if not path.exists() else
+                               f"artifact {path} is a file, not a directory")
     if (path / METHOD_FILE).is_file():
         return json.loads((path / METHOD_FILE).read_text())
     from legato_pl.adapters.io import is_adapter_dir
