@@ -9,7 +9,7 @@ import torch
 
 from legato_pl.audit import IdentityJudge, auc, denoising_errors, invert_condition, membership_inference, relearn, tpr_at_fpr
 from legato_pl.data import IdentityImages
-from legato_pl.methods import LoRA, load_method
+from legato_pl.methods import LoRA, load_method, read_model_card
 from legato_pl.models import load_base_model
 from legato_pl.sampling import sample
 
@@ -144,6 +144,10 @@ def test_audit_and_merge_cli_end_to_end(drawing_base_dir, tmp_path):
     assert set(report["relearning"]) == {"method k=2", "method unrelated", "reference: new person, lora k=2"}
     assert {"auc_before", "auc_after", "members", "nonmembers"} <= set(report["membership_inference"])
     assert "condition inversion:" in proc.stdout and (tmp_path / "audit" / "audit_grid.png").is_file()
+    card = read_model_card(tmp_path / "lora")  # the audit's verdicts are now in the artifact's model card
+    assert card["method"] == "lora" and card["audit"]["forget"] == "person_01"
+    assert card["audit"]["verdicts"] == [line[2:] for line in proc.stdout.splitlines() if line.startswith("- ")]
+    assert "## Audit (person_01)" in (tmp_path / "lora" / "README.md").read_text()
     proc = run_legato(["merge", "--base_model", str(drawing_base_dir), "--artifact", str(tmp_path / "lora"),
                        "--out", str(tmp_path / "merged")])
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -27,6 +27,7 @@ from legato_pl.data import IdentityImages
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import LoRA, load_method
 from legato_pl.methods.base import read_method_file
+from legato_pl.methods.card import update_model_card
 from legato_pl.metrics.encoders import IdentityEncoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
@@ -120,6 +121,7 @@ def run_audit(
     settings: AuditSettings | None = None,
     out: str | Path | None = None,
     base_cache: str | Path | None = None,
+    update_card: bool = True,
 ) -> AuditResult:
     """Every attack on the ``artifact`` (any method) and on the base, for identity ``forget``.
 
@@ -127,6 +129,7 @@ def run_audit(
     the adversarial prompt search, with the prompt templates of ``settings`` (the fit's, ideally).
     ``base_cache``: a directory where the base model's side of every attack is kept and reused when the base,
     person, photos, judge and settings are the same, so auditing several methods pays for it once.
+    ``update_card``: write the verdicts into the artifact's model card (``README.md``).
     """
     s = settings or AuditSettings()
     start = time.perf_counter()
@@ -235,6 +238,9 @@ def run_audit(
     result.seconds = time.perf_counter() - start
     if out is not None:
         write_audit(result, grids, Path(out))
+    if update_card:
+        update_model_card(artifact, audit={"forget": forget, "verdicts": result.verdicts(), "plain": result.plain,
+                                           "report": str(out) if out is not None else None})
     return result
 
 

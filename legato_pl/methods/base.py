@@ -103,9 +103,12 @@ class UnlearningMethod(StrengthKnob, nn.Module):
     def load_weights(self, path: Path) -> None:
         raise NotImplementedError
 
-    def save(self, path: str | Path, base_model: str | None = None) -> Path:
-        """Write the weights and ``legato_method.json`` (kind, options, base UNet, version) into ``path``."""
+    def save(self, path: str | Path, base_model: str | None = None, forget: list[str] | None = None,
+             training: dict[str, Any] | None = None) -> Path:
+        """Write the weights, ``legato_method.json`` (kind, options, base UNet, version) and the model card
+        ``README.md`` (base model, the ``forget`` people, method, strength, ``training`` settings) into ``path``."""
         from legato_pl import __version__
+        from legato_pl.methods.card import card_from_method, write_model_card
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,7 @@ class UnlearningMethod(StrengthKnob, nn.Module):
                                "unet_fingerprint": unet_fingerprint(self._unet)},
                 "legato_pl_version": __version__}
         (path / METHOD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_model_card(path, card_from_method(meta, forget, training))
         return path
 
 

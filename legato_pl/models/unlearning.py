@@ -279,7 +279,10 @@ class UnlearningModule(pl.LightningModule):
     @override
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = self.method.save(self.adapter_dir, base_model=str(self.hparams.base_model))
+            training = {k: v for k, v in self.hparams.items() if k not in ("base_model", "method", "output_dir")}
+            path = self.method.save(self.adapter_dir, base_model=str(self.hparams.base_model),
+                                    forget=list(getattr(self.trainer.datamodule, "forget", [])),
+                                    training={**training, "steps": self.global_step})
             rank_zero_info(f"{self.method_label} weights written to {path}")
 
 
