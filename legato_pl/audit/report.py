@@ -239,7 +239,7 @@ def run_audit(
     if out is not None:
         write_audit(result, grids, Path(out))
     if update_card:
-        update_model_card(artifact, audit={"forget": forget, "verdicts": result.verdicts(), "plain": result.plain,
+        update_model_card(artifact, meta, audit={"forget": forget, "verdicts": result.verdicts(), "plain": result.plain,
                                            "report": str(out) if out is not None else None})
     return result
 

@@ -39,15 +39,13 @@ def write_model_card(path: str | Path, card: dict[str, Any]) -> Path:
     return file
 
 
-def update_model_card(path: str | Path, **sections: Any) -> Path:
-    """Merge ``sections`` (e.g. ``audit={...}``) into the artifact's card; a missing card is started from the
-    artifact's ``legato_method.json``."""
-    from legato_pl.methods.base import read_method_file
-
+def update_model_card(path: str | Path, meta: dict[str, Any], **sections: Any) -> Path:
+    """Merge ``sections`` (e.g. ``audit={...}``) into the artifact's card; a missing card is started from ``meta``,
+    the artifact's ``legato_method.json`` (:func:`~legato_pl.methods.base.read_method_file`)."""
     try:
         card = read_model_card(path)
     except LegatoInputError:
-        card = card_from_method(read_method_file(path))
+        card = card_from_method(meta)
     card.update(sections)
     return write_model_card(path, card)
 
