@@ -32,13 +32,15 @@ from legato_pl.metrics.faces import FaceRate
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
+from harness import git_commit
+
 
 def face_prob(detector: FaceRate, images: torch.Tensor) -> dict:
     prob = detector.detect(images)
     return {"face_prob": float(prob.mean()), "face_prob_ci": list(mean_ci(prob)), "samples": len(prob)}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", default="runs/t2i/base", help="text-to-image base directory")
     p.add_argument("--fits", nargs="*", default=[], help="t2i_lfw.py work directories (their weights/ at strength 1)")
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--steps-ddim", type=int, default=25)
     p.add_argument("--out", default=None, help="write the measurements as JSON here")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     base = load_base_model(a.base)
     cond, unet = base.conditioning, base.unet.eval()
     if a.forget not in cond.identities:
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["fits"][fit] = {**face_prob(detector, sample(student, base.scheduler, labels, **kwargs)),
                             **{k: hparams.get(k) for k in ("forget_target", "eta", "anchor_prompt")}}
     out["command"] = shlex.join(["python", "benchmarks/anchor_faces.py", *(argv if argv is not None else sys.argv[1:])])
+    out["commit"] = git_commit()
     print(json.dumps(out, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -29,12 +29,13 @@ from harness import (
     command_line,
     fit_heldout_fraction,
     fit_unlearning,
+    git_commit,
     markdown_table,
     with_interval,
 )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_unlearning_args(p, work="runs/lfw/compare", steps=300)
     p.add_argument("--forget", default="George_W_Bush")
@@ -49,7 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
                         "the attacker trains at least as hard as the eraser did)")
     p.add_argument("--relearn-steps", type=int, default=200)
     p.add_argument("--relearn-eval-every", type=int, default=25)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     encoder = load_encoder("dlib")
     methods: dict[str, dict] = {}
     for method in a.methods:
@@ -80,7 +85,7 @@ def with_intervals(accuracies: dict, n: int) -> dict:
 
 
 def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[str, dict]) -> None:
-    out = {"command": command_line("audit_methods.py", argv), "forget": a.forget, "methods": {}}
+    out = {"command": command_line("audit_methods.py", argv), "commit": git_commit(), "forget": a.forget, "methods": {}}
     rows = []
     for name, r in methods.items():
         ci, mi, rl = r["condition_inversion"], r["membership_inference"], r["relearning"]

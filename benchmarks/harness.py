@@ -146,6 +146,15 @@ def check_cached_fit(fit: dict, base: str | Path, run: Path, key: str) -> None:
                          f"--steps changed since): remove {run} or pass another --work")
 
 
+def git_commit() -> str:
+    """The commit of the code that makes a result (``-dirty`` when tracked files differ from it)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def command_line(script: str, argv: list[str] | None) -> str:
     return shlex.join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
 

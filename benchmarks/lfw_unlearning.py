@@ -25,7 +25,15 @@ from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
-from harness import add_pretrain_and_fit_args, fit_heldout_fraction, heldout_by_label, pick_retain, run_cli, seconds_per_step
+from harness import (
+    add_pretrain_and_fit_args,
+    fit_heldout_fraction,
+    git_commit,
+    heldout_by_label,
+    pick_retain,
+    run_cli,
+    seconds_per_step,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +46,7 @@ def table(base: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="runs/lfw/base", help="base model directory (trained if missing)")
     p.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "faces"))
@@ -50,10 +58,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--steps-ddim", type=int, default=25)
     p.add_argument("--guidance", type=float, default=3.0)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     torch.manual_seed(0)
     base_dir, work = Path(a.base), Path(a.work)
-    result: dict = {"command": shlex.join(["python", "benchmarks/lfw_unlearning.py", *(argv or sys.argv[1:])])}
+    result: dict = {"command": shlex.join(["python", "benchmarks/lfw_unlearning.py", *(argv or sys.argv[1:])]),
+                    "commit": git_commit()}
 
     if not (base_dir / "model_index.json").is_file():
         result["pretrain"] = run_cli(a.pretrain_config, ["--model.init_args.output_dir", str(base_dir),
@@ -115,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     retain_mask = labels != forget_label
     reseed = sample(unet, base.scheduler, labels[retain_mask], null_class=base.null_class,
                     guidance_scale=a.guidance, num_inference_steps=a.steps_ddim, seed=50_000,
-                    adapters=adapters, strength=0.0)
+                    method=adapters, strength=0.0)
     ref = UnlearningMetrics(encoder, real, forget_labels=[])
     ref.update(before[retain_mask], reseed, labels[retain_mask])
     result["reference"] = {"centroid_similarity_different_people": sims[off].mean().item(),

@@ -30,7 +30,7 @@ from legato_pl.data.datamodule import IdentityImages
 from legato_pl.metrics.bootstrap import mean_ci
 from legato_pl.models.base import load_base_model
 
-from harness import FACES
+from harness import FACES, git_commit
 
 
 @torch.no_grad()
@@ -76,19 +76,23 @@ def name_gap(base_dir: str, root: str, image_size: int, timesteps: list[int], sh
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", nargs="+", required=True, help="base model directories to measure")
     p.add_argument("--root", default=str(FACES), help="the folder-per-person photos the bases were trained on")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--timesteps", type=int, nargs="+", default=[200, 400, 600])
     p.add_argument("--out", default=None, help="write the measurements as JSON here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.manual_seed(0)
     results = [name_gap(b, args.root, args.image_size, args.timesteps) for b in args.base]
     if args.out:
         command = shlex.join(["python", "benchmarks/name_gap.py", *(argv if argv is not None else sys.argv[1:])])
-        Path(args.out).write_text(json.dumps({"command": command, "bases": results}, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps({"command": command, "commit": git_commit(), "bases": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

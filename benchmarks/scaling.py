@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from harness import git_commit
+
 REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "data" / "faces"
 
@@ -108,7 +110,7 @@ def measure(base: Path, mode: str, image_size: int, forget_count: int, a: argpar
     return {"mode": mode, "image_size": image_size, "forget_count": forget_count, **result}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--base", help=argparse.SUPPRESS)
@@ -124,7 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=2, help="alternating Lightning/bare pairs for the overhead")
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     p.add_argument("--forget-counts", type=int, nargs="+", default=[1, 2, 4, 8])
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     if a.worker:
         print(json.dumps(worker(a)))
         return {}
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     first = next(r for r in overhead if r["mode"] == "lightning")
     out = {
         "command": shlex.join(["python", "benchmarks/scaling.py", *(argv if argv is not None else sys.argv[1:])]),
+        "commit": git_commit(),
         "overhead": {"runs": overhead, "lightning_over_bare": ratios, "median_ratio": statistics.median(ratios)},
         "resolution": [first, *resolution],
         "identities": [first, *identities],

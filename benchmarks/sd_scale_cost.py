@@ -28,6 +28,8 @@ from pathlib import Path
 
 import psutil
 
+from harness import git_commit
+
 REPO = Path(__file__).resolve().parents[1]
 SD15_UNET = {  # runwayml/stable-diffusion-v1-5 unet/config.json, the fields that set its size
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
@@ -91,7 +93,7 @@ def worker(a: argparse.Namespace) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--batch", type=int, default=1)
@@ -105,7 +107,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--unet-config", help="JSON UNet2DConditionModel kwargs instead of SD 1.5's (for tests)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     if a.worker:
         a.variant = a.worker
         print(json.dumps(worker(a)))
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
             r["ratio_time_vs_full"] = r["seconds_per_step"] / full["seconds_per_step"]
             r["ratio_mem_vs_full"] = r["peak_rss_mb"] / full["peak_rss_mb"]
     unet_params = next((r["unet_params"] for r in results.values() if "unet_params" in r), None)
-    out = {"command": command,
+    out = {"command": command, "commit": git_commit(),
            "unet_params": unet_params, "batch": a.batch, "latent_size": unet_config["sample_size"], "steps_timed": a.steps,
            "adapter": ADAPTER, "methods": results}
     out_dir = Path(a.out)

@@ -27,20 +27,25 @@ from harness import (
     command_line,
     fit_heldout_fraction,
     fit_unlearning,
+    git_commit,
     heldout_by_label,
     pick_retain,
 )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_unlearning_args(p, work="runs/lfw/sequential")
     p.add_argument("--first-person", default="George_W_Bush")
     p.add_argument("--second-person", default="Colin_Powell")
     p.add_argument("--first", help="adapters of the first request (fitted here when omitted)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     work = Path(a.work)
-    result: dict = {"command": command_line("sequential_requests.py", argv)}
+    result: dict = {"command": command_line("sequential_requests.py", argv), "commit": git_commit()}
     first = Path(a.first) if a.first else work / "first" / "weights"
     if not a.first:
         result["fit_first"] = fit_unlearning(a, a.first_person, work / "first")

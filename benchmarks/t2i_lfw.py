@@ -44,6 +44,7 @@ from harness import (
     fit_heldout_fraction,
     fit_key,
     fit_unlearning,
+    git_commit,
     heldout_by_label,
     run_cli,
     with_interval,
@@ -57,11 +58,11 @@ def text_samples(unet, base, conditioning: TextConditioning, labels: torch.Tenso
     """Name-prompt samples of ``labels`` (one template drawn per row from the seed) at ``strength``."""
     seeds = [s + seed_offset for s in seeds_for(labels)]
     return sample(unet, base.scheduler, labels, conditioning=conditioning, seeds=seeds, guidance_scale=a.guidance,
-                  num_inference_steps=a.steps_ddim, adapters=method, strength=strength if method else None,
+                  num_inference_steps=a.steps_ddim, method=method, strength=strength if method else None,
                   seed=seed_offset)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="runs/t2i/base", help="text-to-image base directory (trained if missing)")
     p.add_argument("--root", default=str(FACES))
@@ -73,9 +74,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps-ddim", type=int, default=25)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--resamples", type=int, default=1000)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
     base_dir, work = Path(a.base), Path(a.work)
-    result: dict = {"command": command_line("t2i_lfw.py", argv), "forget": a.forget}
+    result: dict = {"command": command_line("t2i_lfw.py", argv), "commit": git_commit(), "forget": a.forget}
     if not (base_dir / "model_index.json").is_file():
         result["pretrain"] = run_cli(a.pretrain_config, ["--model.init_args.output_dir", str(base_dir),
                                                          "--data.init_args.root", a.root, *shlex.split(a.pretrain_args)])

@@ -67,7 +67,7 @@ def strength_curve(
     strengths = strength_grid(knob) if strengths is None else list(strengths)
     kwargs = dict(null_class=null_class, conditioning=conditioning, guidance_scale=settings.guidance_scale,
                   num_inference_steps=settings.num_inference_steps, seed=settings.seed,
-                  batch_size=settings.batch_size, adapters=knob, seeds=seeds)
+                  batch_size=settings.batch_size, method=knob, seeds=seeds)
     curve = StrengthCurve(labels=labels.cpu())
     before = sample(unet, scheduler, labels, strength=0.0, **kwargs)
     for s in strengths:

@@ -31,7 +31,7 @@ def sample(
     guidance_scale: float = 3.0,
     num_inference_steps: int = 25,
     seed: int = 0,
-    adapters: StrengthKnob | None = None,
+    method: StrengthKnob | None = None,
     strength: float | None = None,
     batch_size: int = 64,
     seeds: list[int] | None = None,
@@ -42,10 +42,12 @@ def sample(
     ``conditioning`` turns labels into conditions (default: the class table with ``null_class`` as ∅;
     with neither, the model is unconditional). ``embeddings`` ``[N, ...]``, when given, replace the
     conditions of ``labels`` (a condition that is no identity, e.g. one found by an inversion attack);
-    guidance still pushes away from ∅. Latent models are decoded by the conditioning's VAE.
+    guidance still pushes away from ∅. Latent models are decoded by the conditioning's VAE. ``method`` (any
+    strength knob: an :class:`~legato_pl.methods.UnlearningMethod` or :class:`~legato_pl.adapters.ODEAdapters`)
+    is held at ``strength`` for the call when both are given.
     """
-    if adapters is not None and strength is not None:
-        with adapters.at_strength(strength):
+    if method is not None and strength is not None:
+        with method.at_strength(strength):
             return sample(unet, scheduler, labels, null_class=null_class, conditioning=conditioning,
                           guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, seed=seed,
                           batch_size=batch_size, seeds=seeds, embeddings=embeddings)

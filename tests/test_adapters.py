@@ -49,7 +49,7 @@ def test_identity_at_init_strength_zero_disabled_and_detach(kind, stages):
     with adapters.disabled():
         assert torch.equal(_out(unet, inputs), base)
     assert torch.equal(_out(unet, inputs), trained)
-    adapters.detach()
+    adapters.remove()
     assert torch.equal(_out(unet, inputs), base)
 
 
@@ -223,11 +223,6 @@ def test_save_load_round_trip(tmp_path, options):
     assert torch.equal(_out(fresh, inputs), trained)
     loaded.strength = 0.0
     assert torch.equal(_out(fresh, inputs), _out(tiny_unet(), inputs))
-    # directories of legato_pl <= 0.1 named the config adapter_config.json (peft's name): they still load
-    (tmp_path / "run" / "ode_adapters.json").rename(tmp_path / "run" / "adapter_config.json")
-    legacy = tiny_unet()
-    load_adapters(legacy, tmp_path / "run")
-    assert torch.equal(_out(legacy, inputs), trained)
 
 
 def test_loading_onto_mismatched_unet_names_the_stage(tmp_path):
@@ -317,8 +312,7 @@ def test_solver_names_match_torchdiffeq():
     assert set(SOLVERS) == set(torchdiffeq_solvers)
 
 
-def test_paper_preset_and_legacy_timestep_key():
+def test_paper_preset():
     paper = ODEAdapterConfig.paper()
     assert (paper.hidden, paper.condition, paper.kernel_size, paper.t_end, paper.step_size, paper.method) == (
         256, "none", 1, 1.6, 0.4, "euler")
-    assert ODEAdapterConfig.from_dict({"timestep_conditioning": True}).condition == "timestep"

@@ -9,7 +9,7 @@ import torch
 
 from legato_pl.audit import IdentityJudge, auc, denoising_errors, invert_condition, membership_inference, relearn, tpr_at_fpr
 from legato_pl.data import IdentityImages
-from legato_pl.methods import LoRA, load_method
+from legato_pl.methods import LoRA, load_method, read_model_card
 from legato_pl.models import load_base_model
 from legato_pl.sampling import sample
 
@@ -134,7 +134,7 @@ def test_audit_and_merge_cli_end_to_end(drawing_base_dir, tmp_path):
         for p in method.trainable_parameters():
             p.add_(torch.randn_like(p) * 0.05)
     method.save(tmp_path / "lora", base_model=str(drawing_base_dir))
-    proc = run_legato(["audit", "--base_model", str(drawing_base_dir), "--adapters", str(tmp_path / "lora"),
+    proc = run_legato(["audit", "--base_model", str(drawing_base_dir), "--artifact", str(tmp_path / "lora"),
                        "--forget", "person_01", "--out", str(tmp_path / "audit"), "--samples", "4",
                        "--sampling_steps", "3", "--inversion_steps", "5", "--relearn_k", "2", "--relearn_unrelated", "4",
                        "--relearn_steps", "2", "--relearn_eval_every", "1"])
@@ -144,7 +144,11 @@ def test_audit_and_merge_cli_end_to_end(drawing_base_dir, tmp_path):
     assert set(report["relearning"]) == {"method k=2", "method unrelated", "reference: new person, lora k=2"}
     assert {"auc_before", "auc_after", "members", "nonmembers"} <= set(report["membership_inference"])
     assert "condition inversion:" in proc.stdout and (tmp_path / "audit" / "audit_grid.png").is_file()
-    proc = run_legato(["merge", "--base_model", str(drawing_base_dir), "--adapters", str(tmp_path / "lora"),
+    card = read_model_card(tmp_path / "lora")  # the audit's verdicts are now in the artifact's model card
+    assert card["method"] == "lora" and card["audit"]["forget"] == "person_01"
+    assert card["audit"]["verdicts"] == [line[2:] for line in proc.stdout.splitlines() if line.startswith("- ")]
+    assert "## Audit (person_01)" in (tmp_path / "lora" / "README.md").read_text()
+    proc = run_legato(["merge", "--base_model", str(drawing_base_dir), "--artifact", str(tmp_path / "lora"),
                        "--out", str(tmp_path / "merged")])
     assert proc.returncode == 0, proc.stderr[-2000:]
     merged, reference = load_base_model(tmp_path / "merged").unet, load_base_model(drawing_base_dir).unet

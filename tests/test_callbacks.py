@@ -80,8 +80,8 @@ def test_strength_zero_samples_equal_base_samples(tiny_base_dir):
     reference = sample(base.unet, base.scheduler, labels, **kwargs)
     adapters = attach_adapters(base.unet, ODEAdapterConfig(hidden=8))
     randomize_(adapters)
-    assert torch.equal(sample(base.unet, base.scheduler, labels, adapters=adapters, strength=0.0, **kwargs), reference)
-    assert not torch.allclose(sample(base.unet, base.scheduler, labels, adapters=adapters, strength=1.0, **kwargs),
+    assert torch.equal(sample(base.unet, base.scheduler, labels, method=adapters, strength=0.0, **kwargs), reference)
+    assert not torch.allclose(sample(base.unet, base.scheduler, labels, method=adapters, strength=1.0, **kwargs),
                               reference)
 
 

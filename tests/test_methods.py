@@ -105,13 +105,13 @@ def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_
     assert all(torch.equal(v, previous[k]) for k, v in module.previous_adapters.state_dict().items())
     assert any(p.abs().sum() > 0 for n, p in module.adapters.named_parameters() if ".out." in n)
     # the sample CLI path: new adapters at strength 0 on top of the first == the first request alone
-    from legato_pl.sample_cli import sample_grid
+    from legato_pl.cli.sample import sample_grid
 
     module.method.save(tmp_path / "second")
     grid = dict(base_model=str(tiny_base_dir), identities=["person_01"], per_identity=2, steps=2)
-    stacked = sample_grid(**grid, adapters=str(tmp_path / "second"), previous_adapters=[str(tmp_path / "first")],
+    stacked = sample_grid(**grid, artifact=str(tmp_path / "second"), previous_adapters=[str(tmp_path / "first")],
                           strengths=[0.0, 1.0])
-    first_only = sample_grid(**grid, adapters=str(tmp_path / "first"), strengths=[1.0])
+    first_only = sample_grid(**grid, artifact=str(tmp_path / "first"), strengths=[1.0])
     assert torch.equal(stacked[0], first_only[0]) and not torch.equal(stacked[1], first_only[0])
     with pytest.raises(ValueError, match="cannot train on top"):
         UnlearningModule(str(tiny_base_dir), method="lora", previous_adapters=[str(tmp_path / "first")])

@@ -42,3 +42,33 @@ def test_adjacent_embeddings_move_alpha_towards_retain():
     adj = adjacent_embeddings(e_f, e_r, alpha)
     torch.testing.assert_close(adj, torch.tensor([[0.3, 0.4], [1.0, 3.0]]))
     torch.testing.assert_close((adj - e_f).norm(dim=1), alpha)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_denoising_loss_targets_what_the_scheduler_predicts(kind):
+    """One helper for pretraining and the attacks: a predictor that returns the right target for the
+    scheduler's ``prediction_type`` has loss 0; one returning another kind's target does not."""
+    from diffusers import DDPMScheduler
+
+    from legato_pl.models.diffusion import add_noise, denoising_loss, diffusion_target
+
+    scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type=kind)
+    x0 = torch.randn(4, 3, 8, 8)
+    _, noise, t = add_noise(scheduler, x0, torch.Generator().manual_seed(3))
+    wanted = {"epsilon": noise, "v_prediction": scheduler.get_velocity(x0, noise, t), "sample": x0}
+    assert torch.equal(diffusion_target(scheduler, x0, noise, t), wanted[kind])
+    for other, value in wanted.items():
+        loss = denoising_loss(scheduler, x0, lambda x, s, v=value: v, torch.Generator().manual_seed(3))
+        assert (loss.item() == 0.0) == (other == kind), (other, loss)
+
+
+def test_denoising_loss_refuses_an_unknown_prediction_type():
+    from diffusers import DDPMScheduler
+
+    from legato_pl.errors import LegatoInputError
+    from legato_pl.models.diffusion import denoising_loss
+
+    scheduler = DDPMScheduler(num_train_timesteps=10)
+    scheduler.register_to_config(prediction_type="flow")
+    with pytest.raises(LegatoInputError, match="unsupported prediction_type 'flow'"):
+        denoising_loss(scheduler, torch.zeros(1, 3, 4, 4), lambda x, t: x)

@@ -90,7 +90,7 @@ def test_sample_strength_outside_unit_interval(tiny_base_dir, tmp_path, capsys):
 
     save_adapters(attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=8)), tmp_path / "ad")
     with pytest.raises(SystemExit) as info:
-        main(["sample", "--base_model", str(tiny_base_dir), "--adapters", str(tmp_path / "ad"), "--identities",
+        main(["sample", "--base_model", str(tiny_base_dir), "--artifact", str(tmp_path / "ad"), "--identities",
               "person_00", "--strengths", "1.5", "--steps", "1", "--out", str(tmp_path / "g.png")])
     assert info.value.code == 2
     assert "strength must be in [0, 1]" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import torch
 from legato_pl.conditioning import TextConditioning
 from legato_pl.conditioning.tokenizer import offline_clip_tokenizer
 from legato_pl.data import IdentityDataModule
+from legato_pl.errors import LegatoInputError
 from legato_pl.methods import load_method
 from legato_pl.models import UnlearningModule, load_base_model
 from legato_pl.models.text_to_image import build_text_to_image
@@ -125,10 +126,20 @@ def test_cli_pretrains_a_text_to_image_base_and_erases_a_name(tmp_path):
 
 
 def test_sample_cli_takes_any_name_for_a_text_to_image_model(t2i_dir, tmp_path):
-    from legato_pl.sample_cli import sample_grid
+    from legato_pl.cli.sample import sample_grid
 
     grid = sample_grid(str(t2i_dir), ["Jane Doe", "John Roe"], per_identity=1, steps=2, strengths=[0.0])
     assert grid.shape == (1, 2, 3, 16, 16)
+
+
+def test_the_conditioning_says_which_names_are_identities(t2i_dir, tiny_base_dir):
+    """A text model draws any name (the conditioning takes it); a class model only its classes (one line)."""
+    text = load_base_model(t2i_dir)
+    text.use_identities(["Jane Doe"], "t2i")
+    assert text.identities == text.text.identities == ["Jane Doe"] and text.conditioning.prompt(0) == "a photo of Jane Doe"
+    classes = load_base_model(tiny_base_dir)
+    with pytest.raises(LegatoInputError, match="unknown identity 'Jane Doe' in classes; available: person_00"):
+        classes.use_identities(["Jane Doe"], "classes")
 
 
 def test_data_free_erasure_trains_on_the_models_own_generations(t2i_dir, tmp_path, monkeypatch):

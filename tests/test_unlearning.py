@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from legato_pl import load_adapters
 from legato_pl.cli import run
 from legato_pl.data import IdentityDataModule
-from legato_pl.methods import LoRA, method_spec
+from legato_pl.methods import LoRA, method_spec, read_model_card
 from legato_pl.models import UnlearningModule, load_base_model
 
 from conftest import randomize_, tiny
@@ -83,7 +83,8 @@ def test_cli_fit_end_to_end(tiny_base_dir, tmp_path):
     cli = _fit(tiny_base_dir, tmp_path)
     run = Path(cli.trainer.log_dir)
     assert list(run.glob("events.out.tfevents.*"))
-    assert {p.name for p in (run / "adapters").iterdir()} == {"ode_adapters.json", "adapters.safetensors", "legato_method.json"}
+    assert {p.name for p in (run / "adapters").iterdir()} == {"ode_adapters.json", "adapters.safetensors", "legato_method.json",
+                                                            "README.md"}
     # the frozen base is bit-identical after training
     fresh = load_base_model(tiny_base_dir).unet.state_dict()
     trained = cli.model.unet.state_dict()
@@ -159,6 +160,12 @@ def test_cli_selects_the_method_by_class_path(tiny_base_dir, tmp_path):
     assert isinstance(cli.model.method, LoRA) and cli.model.method.rank == 2
     meta = json.loads((Path(cli.trainer.log_dir) / "adapters" / "legato_method.json").read_text())
     assert meta["method"] == "lora" and meta["options"]["rank"] == 2
+    # the model card fit writes beside the weights: base, person, method, its options, strength, training
+    card = read_model_card(Path(cli.trainer.log_dir) / "adapters")
+    assert (card["base_model"], card["forget"], card["method"], card["strength"]) == (str(tiny_base_dir), ["person_01"],
+                                                                                      "lora", 1.0)
+    assert card["method_options"]["rank"] == 2 and card["training"]["steps"] == 1
+    assert card["training"]["forget_target"] == cli.model.hparams.forget_target
     ckpt = torch.load(next(Path(cli.trainer.log_dir).glob("checkpoints/*.ckpt")), weights_only=True)
     assert ckpt["hyper_parameters"]["method"]["class_path"] == "legato_pl.methods.LoRA"
     assert ckpt["hyper_parameters"]["method"]["init_args"]["rank"] == 2

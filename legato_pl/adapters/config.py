@@ -11,7 +11,6 @@ CONDITIONS = ("none", "timestep", "embedding")
 # torchdiffeq's public odeint rejects unknown names with the list below; mirrored here to fail at config time
 SOLVERS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4",
            "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
-FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 
 @dataclass
@@ -76,8 +75,6 @@ class ODEAdapterConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ODEAdapterConfig:
         data = dict(data)
-        if "timestep_conditioning" in data:  # format of legato_pl <= 0.1
-            data["condition"] = "timestep" if data.pop("timestep_conditioning") else "none"
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -1,7 +1,4 @@
-"""Adapter-only artifacts: ``ode_adapters.json`` + ``adapters.safetensors``.
-
-(legato_pl <= 0.1 wrote the config as ``adapter_config.json``, peft's file name for another schema; such
-directories still load.)"""
+"""Adapter-only artifacts: ``ode_adapters.json`` + ``adapters.safetensors``."""
 
 from __future__ import annotations
 
@@ -17,7 +14,6 @@ from legato_pl.adapters.model import ODEAdapters, embedding_width, follow_unet, 
 from legato_pl.errors import LegatoInputError
 
 CONFIG_NAME = "ode_adapters.json"
-LEGACY_CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapters.safetensors"
 FORMAT_VERSION = 1
 
@@ -46,10 +42,8 @@ def save_adapters(adapters: ODEAdapters, path: str | os.PathLike) -> Path:
 
 
 def _config_file(path: Path) -> Path | None:
-    for name in (CONFIG_NAME, LEGACY_CONFIG_NAME):
-        if (path / name).is_file() and (path / WEIGHTS_NAME).is_file():
-            return path / name
-    return None
+    config = path / CONFIG_NAME
+    return config if config.is_file() and (path / WEIGHTS_NAME).is_file() else None
 
 
 def is_adapter_dir(path: str | os.PathLike) -> bool:

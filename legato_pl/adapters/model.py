@@ -167,7 +167,7 @@ class ODEAdapters(StrengthKnob, nn.Module):
         """States ``[steps + 1, B, C, H, W]`` visited by each adapter in the last adapted forward."""
         return dict(self._states)
 
-    def detach(self) -> nn.Module:
+    def remove(self) -> nn.Module:
         """Remove the hooks: the UNet behaves exactly as before attaching. Returns the UNet."""
         for handle in self._handles:
             handle.remove()

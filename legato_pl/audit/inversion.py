@@ -9,21 +9,14 @@ budget on the base model for the reference: how well this attack can draw the pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
 from legato_pl.conditioning import ClassConditioning, Conditioning
-from legato_pl.models.diffusion import add_noise, step_generator
-
-
-def diffusion_target(scheduler: DDPMScheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """What the UNet predicts under the scheduler's ``prediction_type`` (epsilon or v)."""
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(x0, noise, t)
-    return noise
+from legato_pl.models.diffusion import denoising_loss, random_rows, step_generator
 
 
 def class_conditioning(unet: nn.Module) -> ClassConditioning:
@@ -67,12 +60,10 @@ def invert_condition(
     try:
         for step in range(steps):
             gen = step_generator(seed, step, device)
-            idx = torch.randint(0, len(photos), (min(batch_size, len(photos)),), generator=gen, device=device)
-            x0 = photos[idx]
-            x_t, noise, t = add_noise(scheduler, x0, gen)
+            x0 = photos[random_rows(len(photos), batch_size, gen)]
             cond = conditioning.soft_condition(unet, embedding)
-            pred = conditioning.predict(unet, x_t, t, cond.expand(len(x0), *cond.shape[1:]))
-            loss = F.mse_loss(pred.float(), diffusion_target(scheduler, x0, noise, t).float())
+            cond = cond.expand(len(x0), *cond.shape[1:])
+            loss = denoising_loss(scheduler, x0, partial(conditioning.predict, unet, cond=cond), gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

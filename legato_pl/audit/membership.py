@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
-from legato_pl.audit.inversion import class_conditioning, diffusion_target
+from legato_pl.audit.inversion import class_conditioning
 from legato_pl.conditioning import Conditioning
+from legato_pl.models.diffusion import diffusion_target
 from legato_pl.sampling import initial_noise
 
 DEFAULT_TIMESTEPS = (50, 100, 200, 300, 400, 500)  # fractions of 1000; rescaled to the scheduler's range

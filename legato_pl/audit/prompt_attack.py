@@ -13,6 +13,7 @@ accuracy reaches half the base's accuracy on the plain prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from legato_pl.audit.judge import IdentityJudge
 from legato_pl.conditioning.text import SOFT_TOKEN, TextConditioning
 from legato_pl.methods import UnlearningMethod
-from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.diffusion import add_noise, denoising_loss, random_rows, step_generator
 from legato_pl.sampling import sample
 
 
@@ -69,7 +70,7 @@ def prompt_attack(
             for key, cond, s in (("acc_base", search.plain, 0.0), ("acc_unlearned", search.plain, strength),
                                  ("acc_attacked", search.attacked(), strength)):
                 images = sample(unet, scheduler, torch.full((samples,), label), conditioning=conditioning, seed=seed,
-                                embeddings=cond.expand(samples, -1, -1), adapters=method, strength=s, **sampling)
+                                embeddings=cond.expand(samples, -1, -1), method=method, strength=s, **sampling)
                 row[key] = judge.accuracy(images, label)
             row["success"] = float(row["acc_base"] > 0 and row["acc_attacked"] >= 0.5 * row["acc_base"])
             result.per_template[template] = row
@@ -120,10 +121,9 @@ class _PrefixSearch:
         optimizer = torch.optim.Adam([self.vectors], lr=lr)
         for step in range(steps):
             g = step_generator(self.seed, step, x_photos.device)
-            idx = torch.randint(0, len(x_photos), (min(batch_size, len(x_photos)),), generator=g, device=x_photos.device)
-            x_t, _, t = add_noise(self.scheduler, x_photos[idx], g)
-            pred = self.c.predict(self.unet, x_t, t, self.states().expand(len(idx), -1, -1))
-            loss = F.mse_loss(pred.float(), self.base(x_t, t).float())
+            x0 = x_photos[random_rows(len(x_photos), batch_size, g)]
+            attacked = partial(self.c.predict, self.unet, cond=self.states().expand(len(x0), -1, -1))
+            loss = denoising_loss(self.scheduler, x0, attacked, g, target=self.base)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -11,18 +11,18 @@ and judged; the result is the first step whose accuracy reaches ``target``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
 
-from legato_pl.audit.inversion import class_conditioning, diffusion_target
+from legato_pl.audit.inversion import class_conditioning
 from legato_pl.audit.judge import IdentityJudge
 from legato_pl.conditioning import Conditioning
 from legato_pl.methods import UnlearningMethod
-from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.diffusion import denoising_loss, random_rows, step_generator
 from legato_pl.sampling import sample
 
 RELEARN_LORA = "relearn"
@@ -101,12 +101,9 @@ def relearn(
         if step == max_steps:
             break
         gen = step_generator(seed, step, device)
-        idx = torch.randint(0, len(photos), (min(batch_size, len(photos)),), generator=gen, device=device)
-        x0 = photos[idx]
-        x_t, noise, t = add_noise(scheduler, x0, gen)
-        cond = conditioning.encode(unet, labels[idx.cpu()], generator=torch.Generator().manual_seed(seed + step))
-        pred = conditioning.predict(unet, x_t, t, cond.to(device))
-        loss = F.mse_loss(pred.float(), diffusion_target(scheduler, x0, noise, t).float())
+        idx = random_rows(len(photos), batch_size, gen)
+        cond = conditioning.encode(unet, labels[idx.cpu()], generator=torch.Generator().manual_seed(seed + step)).to(device)
+        loss = denoising_loss(scheduler, photos[idx], partial(conditioning.predict, unet, cond=cond), gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

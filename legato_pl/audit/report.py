@@ -1,6 +1,6 @@
 """The audit of one unlearning run: every attack, base vs unlearned, written as audit.json + audit.md + grids.
 
-    python -m legato_pl audit --base_model runs/lfw/base --adapters runs/lfw/adapters \\
+    python -m legato_pl audit --base_model runs/lfw/base --artifact runs/lfw/adapters \\
         --forget George_W_Bush --root ../shared/data/faces --out runs/lfw/audit
 
 Works for any method's artifact (``load_method``). Each attack is run on the base model too, so every
@@ -9,7 +9,6 @@ number has its reference: what the same attack achieves where nothing was forgot
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,12 +22,12 @@ from legato_pl.audit.judge import IdentityJudge
 from legato_pl.audit.membership import denoising_errors, membership_inference
 from legato_pl.audit.prompt_attack import prompt_attack
 from legato_pl.audit.relearning import relearn
-from legato_pl.conditioning import TextConditioning
+from legato_pl.conditioning import TextConditioning, check_names
 from legato_pl.data import IdentityImages
-from legato_pl.data.datamodule import check_names
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import LoRA, load_method
 from legato_pl.methods.base import read_method_file
+from legato_pl.methods.card import update_model_card
 from legato_pl.metrics.encoders import IdentityEncoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
@@ -115,20 +114,22 @@ class AuditResult:
 
 def run_audit(
     base_model: str,
-    adapters: str,
+    artifact: str,
     forget: str,
     root: str | None,
     encoder: IdentityEncoder,
     settings: AuditSettings | None = None,
     out: str | Path | None = None,
     base_cache: str | Path | None = None,
+    update_card: bool = True,
 ) -> AuditResult:
-    """Every attack on the artifact ``adapters`` (any method) and on the base, for identity ``forget``.
+    """Every attack on the ``artifact`` (any method) and on the base, for identity ``forget``.
 
     Class-conditional and text-to-image bases alike (through the base's conditioning); text models also get
     the adversarial prompt search, with the prompt templates of ``settings`` (the fit's, ideally).
     ``base_cache``: a directory where the base model's side of every attack is kept and reused when the base,
     person, photos, judge and settings are the same, so auditing several methods pays for it once.
+    ``update_card``: write the verdicts into the artifact's model card (``README.md``).
     """
     s = settings or AuditSettings()
     start = time.perf_counter()
@@ -136,16 +137,19 @@ def run_audit(
 
     def fresh(unlearned: bool):
         unet = load_base_model(base_model, prompt_templates=templates).unet.eval()
-        return unet, (load_method(unet, adapters, strength=1.0) if unlearned else None)
+        return unet, (load_method(unet, artifact, strength=1.0) if unlearned else None)
 
     base = load_base_model(base_model, prompt_templates=templates)
-    check_names([forget], base.identities, f"base model {base_model}")
     conditioning = base.conditioning
     if conditioning is None:
         raise LegatoInputError(f"{base_model} is unconditional: there is no identity to audit")
-    meta = read_method_file(adapters)
+    base.use_identities([forget], f"base model {base_model}")  # a class model must know the person
+    meta = read_method_file(artifact)
     size = base.unet.config.sample_size * conditioning.latent_factor
-    data = IdentityImages(root, size, s.heldout_fraction, identities=base.identities)
+    # a class model's people are its classes; a text model draws any name: the photos' people
+    data = IdentityImages(root, size, s.heldout_fraction, identities=None if conditioning.any_name else base.identities)
+    base.use_identities(data.names, f"base model {base_model}")
+    check_names([forget], data.names, f"the photos in {root or 'the embedded synthetic set'}")
     f = base.identities.index(forget)
     members, nonmembers = data.train[forget], data.heldout[forget]
     if len(members) == 0 or len(nonmembers) == 0:
@@ -234,6 +238,9 @@ def run_audit(
     result.seconds = time.perf_counter() - start
     if out is not None:
         write_audit(result, grids, Path(out))
+    if update_card:
+        update_model_card(artifact, meta, audit={"forget": forget, "verdicts": result.verdicts(), "plain": result.plain,
+                                           "report": str(out) if out is not None else None})
     return result
 
 
@@ -264,35 +271,3 @@ def write_audit(result: AuditResult, grids: dict[str, torch.Tensor], out: Path) 
     rows = [grids[k][:8] for k in sorted(grids)]
     save_image(torch.cat(rows) * 0.5 + 0.5, out / "audit_grid.png", nrow=8)
     (out / "audit_grid.txt").write_text("rows: " + ", ".join(sorted(grids)) + "\n")
-
-
-def audit_main(argv: list[str] | None = None) -> AuditResult:
-    p = argparse.ArgumentParser(prog="python -m legato_pl audit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base_model", required=True)
-    p.add_argument("--adapters", required=True, help="the artifact directory of any method")
-    p.add_argument("--forget", required=True, help="the forgotten person")
-    p.add_argument("--root", help="folder-per-person photos (omit for the embedded synthetic identities)")
-    p.add_argument("--encoder", default="dlib", help="identity judge: dlib (offline) or facenet")
-    p.add_argument("--out", default="audit", help="directory for audit.json, audit.md and audit_grid.png")
-    p.add_argument("--base_cache", help="directory keeping the base model's side of the attacks, reused by "
-                                        "later audits of other artifacts on the same base, person and settings")
-    defaults = AuditSettings()
-    for name, value in asdict(defaults).items():
-        if isinstance(value, bool):
-            p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=value)
-        elif isinstance(value, tuple):
-            p.add_argument(f"--{name}", nargs="*", default=list(value), type=type(value[0]) if value else str)
-        else:
-            p.add_argument(f"--{name}", type=type(value), default=value)
-    a = vars(p.parse_args(argv))
-    from legato_pl.metrics import load_encoder
-
-    encoder = load_encoder(a.pop("encoder"))
-    settings = AuditSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()
-                                if k in asdict(defaults)})
-    result = run_audit(a["base_model"], a["adapters"], a["forget"], a["root"], encoder, settings, a["out"],
-                       base_cache=a["base_cache"])
-    print(result.markdown())
-    print(f"wrote {a['out']}/audit.json, audit.md, audit_grid.png ({result.seconds:.0f} s)")
-    return result

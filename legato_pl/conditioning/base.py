@@ -15,11 +15,30 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from legato_pl.errors import LegatoInputError
+
+
+def check_names(wanted: list[str], available: list[str], where: str) -> None:
+    """Stop with one line naming the first of ``wanted`` that is not in ``available``."""
+    missing = [n for n in wanted if n not in set(available)]
+    if missing:
+        hint = ", ".join(available[:8]) + (", ..." if len(available) > 8 else "")
+        raise LegatoInputError(f"unknown identity {missing[0]!r} in {where}; available: {hint}")
+
 
 class Conditioning(ABC):
     """Identities -> condition tensors, the null and anchor conditions, and the UNet call."""
 
     identities: list[str]
+    any_name: bool = False  # every name is an identity (a text model draws whoever its prompt names)
+
+    def use_identities(self, names: list[str], where: str) -> None:
+        """Make ``names`` drawable: a fixed vocabulary checks them (one line naming an unknown one, ``where``
+        says whose list), an open one (text models) takes them as its identities."""
+        if self.any_name:
+            self.identities = list(names)
+        else:
+            check_names(names, self.identities, where)
 
     @abstractmethod
     def encode(self, unet: nn.Module, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:

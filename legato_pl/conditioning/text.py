@@ -30,6 +30,8 @@ class TextConditioning(Conditioning):
         vae: for latent models, the autoencoder (its config's ``scaling_factor`` is used).
     """
 
+    any_name = True  # a name goes into the prompt templates: any person can be named
+
     def __init__(self, tokenizer, text_encoder: nn.Module, identities: list[str],
                  templates: tuple[str, ...] | list[str] = DEFAULT_TEMPLATES, anchor: str = "a person",
                  vae: nn.Module | None = None):

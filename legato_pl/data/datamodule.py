@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from legato_pl.conditioning.base import check_names
 from legato_pl.data.batches import GlobalStepSampler, SeededBatches
 from legato_pl.data.folder import load_images, scan_identity_folder, split_heldout
 from legato_pl.data.synthetic import synthetic_identities
@@ -65,13 +66,6 @@ class IdentityImages:
     @property
     def names(self) -> list[str]:
         return list(self.train)
-
-
-def check_names(wanted: list[str], available: list[str], where: str) -> None:
-    missing = [n for n in wanted if n not in set(available)]
-    if missing:
-        hint = ", ".join(available[:8]) + (", ..." if len(available) > 8 else "")
-        raise LegatoInputError(f"unknown identity {missing[0]!r} in {where}; available: {hint}")
 
 
 class _IdentityDataModule(pl.LightningDataModule):

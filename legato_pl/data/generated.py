@@ -61,11 +61,7 @@ class GeneratedIdentityDataModule(IdentityDataModule):
         from legato_pl.sampling import sample
 
         base = load_base_model(self.base_model)
-        if base.text is not None:
-            base.identities = base.text.identities = list(names)
-        missing = [n for n in names if n not in base.identities]
-        if missing:
-            raise LegatoInputError(f"{missing[0]!r} is not an identity of the base model {self.base_model}")
+        base.use_identities(names, f"base model {self.base_model}")  # a text model draws any name
         out = {}
         for name in names:
             labels = torch.full((self.images_per_identity,), base.identities.index(name))

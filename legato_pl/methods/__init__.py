@@ -10,9 +10,11 @@ from legato_pl.methods.base import (
     method_spec,
     unet_fingerprint,
 )
+from legato_pl.methods.card import read_model_card, update_model_card, write_model_card
 from legato_pl.methods.full import Full
 from legato_pl.methods.legato import Legato, Residual
 from legato_pl.methods.lora import LoRA
 
 __all__ = ["METHOD_FILE", "Full", "Legato", "LoRA", "MethodFactory", "Residual", "UnlearningMethod", "build_method",
-           "load_method", "method_class", "method_spec", "unet_fingerprint"]
+           "load_method", "method_class", "method_spec", "read_model_card", "unet_fingerprint", "update_model_card",
+           "write_model_card"]

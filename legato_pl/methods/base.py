@@ -103,9 +103,12 @@ class UnlearningMethod(StrengthKnob, nn.Module):
     def load_weights(self, path: Path) -> None:
         raise NotImplementedError
 
-    def save(self, path: str | Path, base_model: str | None = None) -> Path:
-        """Write the weights and ``legato_method.json`` (kind, options, base UNet, version) into ``path``."""
+    def save(self, path: str | Path, base_model: str | None = None, forget: list[str] | None = None,
+             training: dict[str, Any] | None = None) -> Path:
+        """Write the weights, ``legato_method.json`` (kind, options, base UNet, version) and the model card
+        ``README.md`` (base model, the ``forget`` people, method, strength, ``training`` settings) into ``path``."""
         from legato_pl import __version__
+        from legato_pl.methods.card import card_from_method, write_model_card
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -116,6 +119,7 @@ class UnlearningMethod(StrengthKnob, nn.Module):
                                "unet_fingerprint": unet_fingerprint(self._unet)},
                 "legato_pl_version": __version__}
         (path / METHOD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_model_card(path, card_from_method(meta, forget, training))
         return path
 
 
@@ -161,7 +165,11 @@ def method_spec(method: UnlearningMethod) -> dict[str, Any]:
 
 
 def read_method_file(path: str | Path) -> dict[str, Any]:
+    """The artifact's ``legato_method.json`` (``{"method": "legato"}`` for bare ODE adapters)."""
     path = Path(path)
+    if not path.is_dir():
+        raise LegatoInputError(f"artifact directory {path} does not exist" if not path.exists() else
+                               f"artifact {path} is a file, not a directory")
     if (path / METHOD_FILE).is_file():
         return json.loads((path / METHOD_FILE).read_text())
     from legato_pl.adapters.io import is_adapter_dir

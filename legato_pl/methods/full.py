@@ -17,6 +17,8 @@ from legato_pl.methods.base import UnlearningMethod
 
 
 class Full(UnlearningMethod):
+    """The whole UNet trains in place; the teacher is a frozen copy of the base taken at attach time."""
+
     name = "full"
 
     def __init__(self, unet: nn.Module):

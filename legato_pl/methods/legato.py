@@ -59,7 +59,7 @@ class Legato(UnlearningMethod):
         save_adapters(self.adapters, path)
 
     def load_weights(self, path: Path) -> None:
-        self.adapters.detach()  # replace the freshly attached adapters by the saved ones (stages checked by name)
+        self.adapters.remove()  # replace the freshly attached adapters by the saved ones (stages checked by name)
         self.adapters = load_adapters(self._unet, path)
 
 

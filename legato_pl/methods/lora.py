@@ -20,10 +20,11 @@ from legato_pl.methods.base import UnlearningMethod
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name (what save_lora_weights writes)
-LEGACY_WEIGHTS = "lora.safetensors"  # peft's key layout, written before format 2
 
 
 class LoRA(UnlearningMethod):
+    """peft LoRA factors of rank ``rank`` on ``targets`` inside the UNet; the teacher is the UNet with them off."""
+
     name = "lora"
 
     def __init__(self, unet: nn.Module, rank: int = 4, targets: list[str] | None = None):
@@ -91,13 +92,9 @@ class LoRA(UnlearningMethod):
         from diffusers import StableDiffusionPipeline
         from diffusers.utils import convert_unet_state_dict_to_peft
         from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        if (path / LEGACY_WEIGHTS).is_file():
-            state = load_file(str(path / LEGACY_WEIGHTS))
-        else:
-            state = StableDiffusionPipeline.lora_state_dict(str(path), weight_name=LORA_FILE)[0]
-            state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
+        state = StableDiffusionPipeline.lora_state_dict(str(path), weight_name=LORA_FILE)[0]
+        state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
         result = set_peft_model_state_dict(self._unet, state)
         if getattr(result, "unexpected_keys", None):
             raise LegatoInputError(f"{path}: LoRA weights for modules this UNet does not have: {result.unexpected_keys[:3]}")

@@ -190,7 +190,7 @@ def _cached_encoder(name: str, frozen_kwargs: tuple[tuple[str, Any], ...]) -> Id
 def load_encoder(name: str, **kwargs: Any) -> IdentityEncoder:
     """The identity encoder ``name`` (``"dlib"`` or ``"facenet"``), built once per process per kwargs."""
     if name not in _ENCODERS:
-        raise ValueError(f"unknown identity encoder {name!r}; valid names: {', '.join(ENCODER_NAMES)}")
+        raise LegatoInputError(f"unknown identity encoder {name!r}; valid names: {', '.join(ENCODER_NAMES)}")
     return _cached_encoder(name, tuple(sorted(kwargs.items())))
 
 

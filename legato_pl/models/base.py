@@ -4,6 +4,7 @@ plus ``identities.json`` (person names in class-index order; the null class is t
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,15 @@ class BaseModel:
             return self.text
         return None if self.null_class is None else ClassConditioning(self.identities, self.null_class)
 
+    def use_identities(self, names: list[str], where: str) -> None:
+        """Make ``names`` the people to draw (see :meth:`Conditioning.use_identities`): a class model checks
+        them against ``identities.json``, a text model takes any name."""
+        conditioning = self.conditioning
+        if conditioning is None:
+            raise LegatoInputError(f"{where} is unconditional: it draws no particular person")
+        conditioning.use_identities(names, where)
+        self.identities = conditioning.identities
+
 
 def save_base_model(path: str | Path, unet: UNet2DModel, scheduler: DDPMScheduler, identities: list[str]) -> Path:
     path = Path(path)
@@ -70,16 +80,24 @@ def save_base_model(path: str | Path, unet: UNet2DModel, scheduler: DDPMSchedule
     return path
 
 
+def is_hub_id(name: str) -> bool:
+    """``name`` reads as a hub repository id (``owner/model``), not a local path: it is no local file or
+    directory, has exactly one ``/`` and no ``\\``, does not start with ``.``, ``/``, ``~`` or ``runs/``, and
+    its owner is not a local directory (``runs/typo`` is a path that does not exist, not a hub id)."""
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~", "runs/")):
+        return False
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not Path(name.partition("/")[0]).is_dir()
+
+
 def load_base_model(path: str | Path, prompt_templates: list[str] | None = None, anchor_prompt: str = "a person"
                     ) -> BaseModel:
     """Load a base model: a class-conditional ``DDPMPipeline`` directory with ``identities.json``, or a
     text-to-image pipeline in the Stable Diffusion layout (a directory or, online, a hub id; its
     identities are named in prompts built from ``prompt_templates``, the anchor concept is
     ``anchor_prompt``). Anything else stops with one clear line."""
-    hub_id = isinstance(path, str) and path.count("/") == 1 and not path.startswith((".", "/", "~"))
+    if isinstance(path, str) and is_hub_id(path):
+        return _text_to_image_base(path, prompt_templates, anchor_prompt)
     path = Path(path).expanduser()
-    if not path.is_dir() and hub_id:
-        return _text_to_image_base(str(path), prompt_templates, anchor_prompt)
     if not path.is_dir():
         raise LegatoInputError(f"base model directory {path} does not exist")
     if is_text_to_image(path):

@@ -1,10 +1,16 @@
-"""Small helpers shared by the LightningModules: forward diffusion at random timesteps, EMA."""
+"""The diffusion training loss and its parts (forward noising, the target by prediction type), and the EMA:
+shared by the pretraining modules and the audit's attacks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import Tensor, nn
+
+from legato_pl.errors import LegatoInputError
 
 
 def add_noise(
@@ -20,6 +26,41 @@ def add_noise(
     t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), device=x0.device, generator=generator)
     t = t[rank::world]
     return scheduler.add_noise(x0, noise, t), noise, t
+
+
+def diffusion_target(scheduler: DDPMScheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """What the UNet predicts under the scheduler's ``prediction_type``: ``epsilon`` (the noise),
+    ``v_prediction`` (the velocity) or ``sample`` (the clean input)."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    if kind == "sample":
+        return x0
+    raise LegatoInputError(f"unsupported prediction_type {kind!r}; supported: epsilon, v_prediction, sample")
+
+
+def random_rows(n: int, batch_size: int, generator: torch.Generator) -> Tensor:
+    """``min(batch_size, n)`` row indices of ``n`` drawn with replacement (a batch from a few photos)."""
+    return torch.randint(0, n, (min(batch_size, n),), generator=generator, device=generator.device)
+
+
+def denoising_loss(
+    scheduler: DDPMScheduler,
+    x0: Tensor,
+    predict: Callable[[Tensor, Tensor], Tensor],
+    generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
+    target: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The diffusion loss of ``predict(x_t, t)`` on ``x0`` noised at random timesteps (:func:`add_noise`): the
+    mean squared error, in fp32, to :func:`diffusion_target`, or to ``target(x_t, t)`` when given (e.g. another
+    model's prediction)."""
+    x_t, noise, t = add_noise(scheduler, x0, generator, rank, world)
+    wanted = diffusion_target(scheduler, x0, noise, t) if target is None else target(x_t, t)
+    return F.mse_loss(predict(x_t, t).float(), wanted.float())
 
 
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:

@@ -8,13 +8,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from legato_pl.models.base import build_unet, save_base_model
-from legato_pl.models.diffusion import add_noise, ema_update, step_generator
+from legato_pl.models.diffusion import denoising_loss, ema_update, step_generator
 
 
 class PretrainBase(pl.LightningModule):
@@ -23,6 +22,14 @@ class PretrainBase(pl.LightningModule):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.unet.parameters())
+
+    def step_draws(self, rows: int, dropout: float) -> tuple[torch.Generator, torch.Tensor, int, int]:
+        """``(generator, dropped, rank, world)`` of this step: the seeded generator of (seed, step) and which of
+        this rank's ``rows`` lose their condition (probability ``dropout``, drawn for the global batch)."""
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        gen = step_generator(self.hparams.seed, self.global_step, self.device)
+        drop = torch.rand(rows * world, device=self.device, generator=gen)[rank::world]
+        return gen, drop < dropout, rank, world
 
     @override
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -89,12 +96,10 @@ class DiffusionPretrainModule(PretrainBase):
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["images"], batch["labels"]
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        gen = step_generator(self.hparams.seed, self.global_step, self.device)
-        drop = torch.rand(labels.shape[0] * world, device=labels.device, generator=gen)[rank::world]
-        labels = torch.where(drop < self.hparams.label_dropout, torch.full_like(labels, self.null_class), labels)
-        x_t, noise, t = add_noise(self.scheduler, images, gen, rank, world)
-        loss = F.mse_loss(self.unet(x_t, t, class_labels=labels).sample, noise)
+        gen, dropped, rank, world = self.step_draws(len(labels), self.hparams.label_dropout)
+        labels = torch.where(dropped, torch.full_like(labels, self.null_class), labels)
+        loss = denoising_loss(self.scheduler, images, lambda x, t: self.unet(x, t, class_labels=labels).sample, gen,
+                              rank, world)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

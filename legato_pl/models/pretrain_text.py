@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
 from legato_pl.models.base import IDENTITIES_FILE
-from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.diffusion import denoising_loss
 from legato_pl.models.name_separation import separate_names
 from legato_pl.models.pretrain import PretrainBase
 from legato_pl.models.text_to_image import build_text_to_image
@@ -104,9 +103,7 @@ class TextToImagePretrainModule(PretrainBase):
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["images"], batch["labels"]
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        gen = step_generator(self.hparams.seed, self.global_step, self.device)
-        drop = torch.rand(labels.shape[0] * world, device=labels.device, generator=gen)[rank::world]
+        gen, dropped, rank, world = self.step_draws(len(labels), self.hparams.caption_dropout)
         choice = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         if self.hparams.train_text_encoder:
             self.conditioning._cache.clear()  # the encoder changes every step
@@ -115,9 +112,9 @@ class TextToImagePretrainModule(PretrainBase):
         else:
             cond = self.conditioning.encode(self.unet, labels.cpu(), generator=choice)
         null = self.conditioning.null(self.unet, len(labels))
-        cond = torch.where((drop < self.hparams.caption_dropout)[:, None, None], null, cond)
-        x_t, noise, t = add_noise(self.scheduler, self.conditioning.to_latents(images), gen, rank, world)
-        loss = F.mse_loss(self.conditioning.predict(self.unet, x_t, t, cond), noise)
+        cond = torch.where(dropped[:, None, None], null, cond)
+        loss = denoising_loss(self.scheduler, self.conditioning.to_latents(images),
+                              lambda x, t: self.conditioning.predict(self.unet, x, t, cond), gen, rank, world)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -1,4 +1,4 @@
-"""UnlearningModule: a frozen diffusers UNet, ODE adapters, and the LEGATO/GUIDE objective."""
+"""UnlearningModule: a frozen diffusers UNet, a trainable unlearning method, and the LEGATO/GUIDE objective."""
 
 from __future__ import annotations
 
@@ -29,12 +29,15 @@ VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10
 
 
 class UnlearningModule(pl.LightningModule):
-    """Make a class-conditional base model forget identities by training ODE adapters only.
+    """Make a base model (class-conditional or text-to-image) forget identities by training what ``method``
+    adds to its frozen UNet (ODE adapters by default).
 
-    The teacher is the same UNet with the adapters disabled: one frozen copy, never duplicated.
+    The teacher is the frozen base as the method exposes it (:meth:`UnlearningMethod.teacher`): for adapter
+    and LoRA methods the same UNet with them switched off; ``full`` trains the UNet itself and keeps a frozen copy.
 
     Args:
-        base_model: a base model directory (diffusers pipeline + ``identities.json``).
+        base_model: a base model directory (diffusers pipeline + ``identities.json``) or a Stable Diffusion
+            layout directory / hub id.
         method: what trains, as LightningCLI selects an optimizer: a class_path with its init_args
             (``{class_path: legato_pl.methods.LoRA, init_args: {rank: 8}}``), any callable that takes
             the UNet and returns an :class:`~legato_pl.methods.UnlearningMethod` (a method class,
@@ -42,7 +45,8 @@ class UnlearningModule(pl.LightningModule):
             ``legato`` (ODE adapters; ``init_args.adapter`` is the :class:`~legato_pl.adapters.ODEAdapterConfig`),
             ``residual`` (one residual adapter step), ``lora`` (peft LoRA), ``full`` (the whole UNet
             against a frozen teacher copy), or your own.
-        forget_target: ``anchor`` (match the null class) or ``negative`` (extrapolate away, weight ``eta``).
+        forget_target: ``anchor`` (match the anchor condition: the null class, or ``anchor_prompt`` for a text
+            model) or ``negative`` (extrapolate away from the person, weight ``eta``).
         w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
@@ -202,7 +206,7 @@ class UnlearningModule(pl.LightningModule):
             teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).split(
                 [len(x) for x in t_x]
             )
-        eps_null_f, eps_r_c, eps_r_null = teacher[:3]
+        eps_anchor_f, eps_r_c, eps_r_null = teacher[:3]
         eps_f_c = teacher[3] if negative else None
         eps_adj_c = teacher[4] if negative and use_adj else None
 
@@ -213,12 +217,12 @@ class UnlearningModule(pl.LightningModule):
         student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).split([len(x) for x in s_x])
 
         losses = {
-            "forget": preservation(student[0], forget_target(eps_null_f, eps_f_c, h.forget_target, h.eta)),
+            "forget": preservation(student[0], forget_target(eps_anchor_f, eps_f_c, h.forget_target, h.eta)),
             "retain": 0.5 * (preservation(student[1], eps_r_c) + preservation(student[2], eps_r_null)),
             "trajectory": trajectory_consistency(self.method.trajectory_states().values()).to(self.device),
         }
         if use_adj:
-            losses["adjacency"] = preservation(student[3], forget_target(eps_null_f, eps_adj_c, h.forget_target, h.eta))
+            losses["adjacency"] = preservation(student[3], forget_target(eps_anchor_f, eps_adj_c, h.forget_target, h.eta))
         return losses
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
@@ -275,7 +279,10 @@ class UnlearningModule(pl.LightningModule):
     @override
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = self.method.save(self.adapter_dir, base_model=str(self.hparams.base_model))
+            training = {k: v for k, v in self.hparams.items() if k not in ("base_model", "method", "output_dir")}
+            path = self.method.save(self.adapter_dir, base_model=str(self.hparams.base_model),
+                                    forget=list(getattr(self.trainer.datamodule, "forget", [])),
+                                    training={**training, "steps": self.global_step})
             rank_zero_info(f"{self.method_label} weights written to {path}")
 
 

@@ -1,20 +1,19 @@
-"""``python -m legato_pl fit|validate|test|predict --config ...`` (LightningCLI), ``sample``, ``audit``, ``merge``."""
+"""``python -m legato_pl fit|validate|test|predict --config ...``: LightningCLI over any module and datamodule."""
 
 from __future__ import annotations
 
-import importlib
 import pickle
-import sys
+from collections.abc import Sequence
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from legato_pl.checkpoint import SafeCheckpointIO
+from legato_pl.cli.common import fail
 from legato_pl.errors import LegatoInputError
 
-SCRIPTS = {"sample": "legato_pl.sample_cli:sample_main", "audit": "legato_pl.audit.report:audit_main",
-           "merge": "legato_pl.merge:merge_main"}
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _input_error(err: BaseException) -> LegatoInputError | None:
@@ -37,20 +36,9 @@ class LegatoCLI(LightningCLI):
         return trainer
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI (the ``legato-pl`` console script). Bad user input stops with one ``error:`` line and
-    exit status 2. Returns None, so ``sys.exit(main())`` exits 0 after success."""
-    run(args)
-
-
-def run(args: list[str] | None = None) -> LightningCLI | None:
-    """:func:`main`, returning the LightningCLI object (None for ``sample``)."""
-    argv = sys.argv[1:] if args is None else list(args)
+def main(argv: Sequence[str] | None = None) -> LightningCLI:
+    """Run LightningCLI on ``argv`` (None: ``sys.argv``); bad input ends as one ``error:`` line, exit 2."""
     try:
-        if argv[:1] and argv[0] in SCRIPTS:  # our own subcommands (argparse), beside LightningCLI's
-            module, function = SCRIPTS[argv[0]].split(":")
-            getattr(importlib.import_module(module), function)(argv[1:])
-            return None
         return LegatoCLI(
             LightningModule,
             LightningDataModule,
@@ -58,19 +46,18 @@ def run(args: list[str] | None = None) -> LightningCLI | None:
             subclass_mode_data=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            args=args,  # None: LightningCLI reads sys.argv itself (passing both makes it warn)
+            args=None if argv is None else list(argv),  # None: LightningCLI reads sys.argv (both would warn)
         )
     except FloatingPointError as err:  # the numerical guard of the training step
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(err), status=1)
     except pickle.UnpicklingError as err:  # LightningCLI reads --ckpt_path with weights_only=True itself
         detail = next((line for line in str(err).splitlines() if "GLOBAL" in line), "").strip()
-        print(f"error: refusing to load the checkpoint: it holds pickled objects that could run code. {detail}",
-              file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(f"refusing to load the checkpoint: it holds pickled objects that could run code. {detail}")
     except (LegatoInputError, ValueError) as err:
         ours = _input_error(err)
         if ours is None:
             raise
-        print(f"error: {ours}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(ours))
+
+
+__all__ = ["LegatoCLI", "SUBCOMMANDS", "main"]
