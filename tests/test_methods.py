@@ -118,12 +118,12 @@ def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_
 
 
 def test_a_new_method_is_one_file(tiny_base_dir, tmp_path):
-    """The README's example method: subclassing registers it; the module trains it, saves and reloads it."""
+    """The docs' example method (docs/api.md): subclassing registers it; the module trains it, saves and reloads it."""
     import importlib.util
 
     source = Path(__file__).parent / "example_method.py"
     block = source.read_text()[source.read_text().index("class BiasOnly"):].strip()
-    assert block in (Path(__file__).parents[1] / "README.md").read_text()  # the README shows this very file
+    assert block in (Path(__file__).parents[1] / "docs" / "api.md").read_text()  # the docs show this very file
     spec = importlib.util.spec_from_file_location("bias_only", source)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
