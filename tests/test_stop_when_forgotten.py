@@ -53,6 +53,18 @@ def test_stops_at_the_first_check_that_meets_the_threshold(drawing_base_dir, tmp
     assert float(rows["correct"].mean()) <= 0.25
 
 
+def test_does_not_stop_while_the_others_drift(drawing_base_dir, tmp_path):
+    """The same fit with the others judged: forgetting alone no longer stops it while the others have moved."""
+    trainer, callback, _ = fit(drawing_base_dir, tmp_path, lr=3e-3, max_retain_drift=1e-4, num_retain_samples=12)
+    gone = [r for r in callback.history if r["accuracy"] <= 0.25 and r["moved"] >= 0.0]
+    assert gone, "the person was never forgotten: nothing to hold the stop back"
+    assert all(r["retain_drift"] > 1e-4 for r in gone)
+    assert callback.stopped_at is None and trainer.global_step == MAX_STEPS, "stopped while the others had drifted"
+    # a bound the others meet restores the plain rule: it stops at the first forgotten check
+    _, loose, _ = fit(drawing_base_dir, tmp_path / "loose", lr=3e-3, max_retain_drift=10.0, num_retain_samples=12)
+    assert loose.stopped_at == gone[0]["step"]
+
+
 def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
     trainer, callback, module = fit(drawing_base_dir, tmp_path, lr=0.0)
     assert callback.stopped_at is None and trainer.global_step == MAX_STEPS
@@ -62,7 +74,8 @@ def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
 
 
 @pytest.mark.parametrize("bad", [{"every_n_steps": 0}, {"max_accuracy": 1.5}, {"min_moved": -0.1},
-                                 {"num_samples": 0}])
+                                 {"num_samples": 0}, {"max_retain_drift": -0.1},
+                                 {"max_retain_drift": 0.1, "num_retain_samples": 0}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(LegatoInputError, match="StopWhenForgotten"):
         StopWhenForgotten(**bad)

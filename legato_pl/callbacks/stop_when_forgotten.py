@@ -24,10 +24,18 @@ class StopWhenForgotten(Callback):
     - ``moved``: share whose identity cosine to its base version is at or below the cosine between two
       different people's centroids (the sample changed as much as one person differs from another).
 
-    The people count as forgotten when ``accuracy <= max_accuracy`` and ``moved >= min_moved``; the fit then
-    stops. Whatever ends the fit, the trainable state of the best check (lowest accuracy, then most moved, then
-    the earliest: fewer steps disturb the other people less) is restored before the artifact is written.
-    Logs ``stop/accuracy`` and ``stop/moved``; :attr:`history` holds every check.
+    With ``max_retain_drift`` set, ``num_retain_samples`` samples of the other people (cycled over them, fixed
+    seeds) are drawn too:
+
+    - ``retain_drift``: their mean identity distance to their base versions (1 - cosine), as a share of the
+      distance between two different people (1 - the different-people cosine): 0 is unchanged, 1 is "became
+      someone else". Early in a fit the push away from the person disturbs everyone; the retain term undoes it
+      over later steps, so stopping at the first forgotten check can leave the others worse than a longer fit.
+
+    The fit stops at the first check with ``accuracy <= max_accuracy``, ``moved >= min_moved`` and (when set)
+    ``retain_drift <= max_retain_drift``. Whatever ends the fit, the trainable state of the best check (lowest
+    accuracy, then the others kept, then most moved, then the earliest) is restored before the artifact is
+    written. Logs ``stop/accuracy``, ``stop/moved`` (and ``stop/retain_drift``); :attr:`history` holds every check.
     """
 
     def __init__(
@@ -41,18 +49,23 @@ class StopWhenForgotten(Callback):
         num_inference_steps: int = 20,
         seed: int = 10_000,
         restore_best: bool = True,
+        max_retain_drift: float | None = None,
+        num_retain_samples: int = 40,
     ):
         if every_n_steps < 1 or num_samples < 1 or num_inference_steps < 1:
             raise LegatoInputError("StopWhenForgotten: every_n_steps, num_samples and num_inference_steps must be >= 1")
         if not 0.0 <= max_accuracy <= 1.0 or not 0.0 <= min_moved <= 1.0:
             raise LegatoInputError("StopWhenForgotten: max_accuracy and min_moved must be in [0, 1]")
+        if max_retain_drift is not None and (max_retain_drift < 0 or num_retain_samples < 1):
+            raise LegatoInputError("StopWhenForgotten: max_retain_drift must be >= 0 and num_retain_samples >= 1")
         self.every_n_steps, self.num_samples = every_n_steps, num_samples
         self.max_accuracy, self.min_moved = max_accuracy, min_moved
         self.encoder, self.guidance_scale, self.num_inference_steps = encoder, guidance_scale, num_inference_steps
         self.seed, self.restore_best = seed, restore_best
+        self.max_retain_drift, self.num_retain_samples = max_retain_drift, num_retain_samples
         self.history: list[dict[str, float]] = []
         self.stopped_at: int | None = None
-        self._best: tuple[tuple[float, float, int], list[torch.Tensor]] | None = None
+        self._best: tuple[tuple, list[torch.Tensor]] | None = None
         self._judge = self._labels = self._before = None
 
     @override
@@ -63,33 +76,52 @@ class StopWhenForgotten(Callback):
         return sample(unet, module.scheduler, self._labels, null_class=module.null_class,
                       conditioning=module.conditioning, guidance_scale=self.guidance_scale,
                       num_inference_steps=self.num_inference_steps,
-                      seeds=list(range(self.seed, self.seed + self.num_samples)))
+                      seeds=list(range(self.seed, self.seed + len(self._labels))))
+
+    def _check_labels(self, trainer: Trainer, module: LightningModule) -> torch.Tensor:
+        """The forget people cycled to ``num_samples`` rows, then (when judged) the others to ``num_retain_samples``."""
+        forget, retain = fit_people(trainer, module)
+        labels = [torch.tensor(forget).repeat(self.num_samples // len(forget) + 1)[: self.num_samples]]
+        if self.max_retain_drift is not None:
+            if not retain:
+                raise LegatoInputError("StopWhenForgotten: max_retain_drift needs people to retain")
+            labels.append(torch.tensor(retain).repeat(self.num_retain_samples // len(retain) + 1)
+                          [: self.num_retain_samples])
+        return torch.cat(labels)
 
     def check(self, trainer: Trainer, module: LightningModule, log: bool = True) -> dict[str, float]:
         """Score the current state; remember it if it is the best so far."""
         was_training = module.training
         module.eval()
         if self._judge is None:
-            self._judge, (forget, _) = identity_judge(trainer, module, self.encoder), fit_people(trainer, module)
-            self._labels = torch.tensor(forget).repeat(self.num_samples // len(forget) + 1)[: self.num_samples]
+            self._judge, self._labels = identity_judge(trainer, module, self.encoder), self._check_labels(trainer, module)
             with module.method.teacher() as base:
                 self._before = self._sample(module, base)
         after = self._sample(module, module.unet)
         module.train(was_training)
         rows = self._judge.update(self._before, after, self._labels)
         self._judge.reset()
-        step = trainer.global_step
-        result = {"step": step, "accuracy": float(rows["correct"].mean()), "moved": float(rows["moved"].mean())}
+        forget = rows["forget"]
+        result = {"step": trainer.global_step, "accuracy": float(rows["correct"][forget].mean()),
+                  "moved": float(rows["moved"][forget].mean())}
+        if self.max_retain_drift is not None:
+            drift = (1 - rows["id_cos"][~forget]).mean() / (1 - self._judge.different_people_cosine)
+            result["retain_drift"] = float(drift)
         self.history.append(result)
-        key = (result["accuracy"], -result["moved"], step)
+        key = (result["accuracy"], not self.kept(result), -result["moved"], result["step"])
         if self.restore_best and (self._best is None or key < self._best[0]):
             self._best = (key, [p.detach().clone() for p in module.method.trainable_parameters()])
         if log:
-            module.log_dict({"stop/accuracy": result["accuracy"], "stop/moved": result["moved"]})
+            module.log_dict({f"stop/{k}": v for k, v in result.items() if k != "step"})
         return result
 
+    def kept(self, result: dict[str, float]) -> bool:
+        """The other people stayed themselves (always true when they are not judged)."""
+        return self.max_retain_drift is None or result["retain_drift"] <= self.max_retain_drift
+
     def forgotten(self, result: dict[str, float]) -> bool:
-        return result["accuracy"] <= self.max_accuracy and result["moved"] >= self.min_moved
+        """The stopping rule: the people are gone and (when judged) the others are kept."""
+        return result["accuracy"] <= self.max_accuracy and result["moved"] >= self.min_moved and self.kept(result)
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
@@ -100,8 +132,7 @@ class StopWhenForgotten(Callback):
         if trainer.strategy.broadcast(self.forgotten(result), src=0):
             self.stopped_at = trainer.global_step
             trainer.should_stop = True
-            rank_zero_info(f"StopWhenForgotten: forgotten at step {self.stopped_at} (accuracy {result['accuracy']:.2f} "
-                           f"<= {self.max_accuracy}, moved {result['moved']:.2f} >= {self.min_moved}); stopping")
+            rank_zero_info(f"StopWhenForgotten: forgotten at step {self.stopped_at} ({self._describe(result)}); stopping")
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -109,8 +140,15 @@ class StopWhenForgotten(Callback):
             return
         if self.stopped_at is None and trainer.global_step % self.every_n_steps:
             self.check(trainer, pl_module, log=False)  # the last state is a candidate too
-        (accuracy, moved, step), best = self._best
+        (*_, step), best = self._best
         with torch.no_grad():
             for p, value in zip(pl_module.method.trainable_parameters(), best):
                 p.copy_(value)
-        rank_zero_info(f"StopWhenForgotten: keeping the state of step {step} (accuracy {accuracy:.2f}, moved {-moved:.2f})")
+        result = next(r for r in self.history if r["step"] == step)
+        rank_zero_info(f"StopWhenForgotten: keeping the state of step {step} ({self._describe(result)})")
+
+    def _describe(self, result: dict[str, float]) -> str:
+        text = f"accuracy {result['accuracy']:.2f} (max {self.max_accuracy}), moved {result['moved']:.2f} (min {self.min_moved})"
+        if "retain_drift" in result:
+            text += f", others' drift {result['retain_drift']:.3f} (max {self.max_retain_drift})"
+        return text
