@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from harness import (
     fit_heldout_fraction,
     fit_key,
     fit_unlearning,
+    git_commit,
     heldout_by_label,
     markdown_table,
     with_interval,
@@ -48,10 +50,12 @@ METHOD = "--model.init_args.method.class_path"  # LightningCLI selects the metho
 ADAPTER = "--model.init_args.method.init_args.adapter."  # the config's Legato adapter, one field changed
 # The one-factor study started from eta 1 and retain weight 1 (the config's default until it measured eta 2 with
 # a heavier retain term better): each ablation pins those two, so its name keeps meaning the fit it names.
-ETA1 = ["--model.init_args.eta", "1.0", "--model.init_args.w_retain", "1.0"]
+# Every row but "legato" runs the full --steps without the config's early stop: the rows compare budgets alike.
+NO_STOP = ["--trainer.callbacks", "[]"]
+ETA1 = [*NO_STOP, "--model.init_args.eta", "1.0", "--model.init_args.w_retain", "1.0"]
 METHODS = {
     "legato": [],  # the config as it is (it stops once the person is forgotten: StopWhenForgotten)
-    "legato_no_stop": ["--trainer.callbacks", "[]"],  # the config's objective for the full --steps, no early stop
+    "legato_no_stop": NO_STOP,  # the config's objective for the full --steps, no early stop
     "legato_eta1": ETA1,  # the reference of the one-factor ablations below
     "legato_nocond": [*ETA1, ADAPTER + "condition", "none"],
     "legato_timestep": [*ETA1, ADAPTER + "condition", "timestep"],  # f sees the diffusion timestep only
@@ -68,10 +72,11 @@ METHODS = {
     "legato_all_stages": [*ETA1, ADAPTER + "stages", "all"],
     "legato_last2": [*ETA1, ADAPTER + "stages", "[up_blocks.1, up_blocks.2]"],  # the LFW UNet's last two up blocks
     "legato_k3": [*ETA1, ADAPTER + "kernel_size", "3"],
-    "legato_eta2_retain3": ["--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],  # the others kept less
-    "residual": [METHOD, "legato_pl.methods.Residual"],
-    "lora": [METHOD, "legato_pl.methods.LoRA"],
-    "full": [METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
+    # the others kept less
+    "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
+    "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
+    "lora": [*NO_STOP, METHOD, "legato_pl.methods.LoRA"],
+    "full": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
 }
 FORGET = ["George_W_Bush", "Tony_Blair", "Serena_Williams"]
 # per-sample values whose mean is the metric: (metric, row value, forget rows?)
@@ -162,7 +167,7 @@ def tradeoff_plot(per_identity: dict, path: Path) -> None:
     plt.close(fig)  # written after every fit: do not keep each figure alive
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_unlearning_args(p, work="runs/lfw/compare", steps=300)
     p.set_defaults(forget_samples=64, per_identity=8)
@@ -176,9 +181,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reuse", help="an earlier compare_methods.json (same base): its evaluations stand in for "
                                    "missing cached ones, so a fresh machine adds fits to committed results; a new "
                                    "evaluation whose base scores differ from the reused ones stops the run")
+    p.add_argument("--refit", nargs="*", default=[], choices=list(METHODS),
+                   help="methods fitted and evaluated anew even when --work or --reuse holds them (their cached "
+                        "fits are removed)")
     p.add_argument("--report-only", action="store_true",
                    help="write the results files from the cached evaluations under --work; fit and sample nothing")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
+    commit = git_commit()
     work, base_dir = Path(a.work), Path(a.base)
     base = load_base_model(base_dir)
     names, unet = base.identities, base.unet.eval()
@@ -210,13 +223,16 @@ def main(argv: list[str] | None = None) -> dict:
                              f"({entry['base']}): not the same base model, samples or judge")
         entry["base"] = base_scores
         entry["samples"] = result["samples"]
-        out = write_results(a, argv, per_identity, different_people)  # after every fit: partial results survive
+        out = write_results(a, argv, per_identity, different_people, commit)  # after every fit: partial results survive
 
     # cached and reused evaluations first, so a run stopped early still writes every one of them
     missing = []
     for name, f, method in plan:
         result_file = work / name / method / "eval.json"
-        if result_file.is_file():
+        if method in a.refit and not a.report_only:
+            shutil.rmtree(result_file.parent, ignore_errors=True)
+            missing.append((name, f, method))
+        elif result_file.is_file():
             result = json.loads(result_file.read_text())
             verify_cached(result, a, name, method, result_file.parent)
             register(name, method, result)
@@ -252,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
             if s == 1.0:
                 torch.save(after[: a.forget_samples][:8], run / "forget_samples.pt")
         trainable = sum(t.numel() for w in (run / "weights").rglob("*.safetensors") for t in load_file(w).values())
-        result = {"trainable_params": trainable, "unet_params": unet_params, **fit, "heldout_fraction": fraction,
+        result = {"commit": commit, "trainable_params": trainable, "unet_params": unet_params, **fit,
+                  "heldout_fraction": fraction,
                   **{k: v for k, v in curve[-1].items() if k != "strength"}, "curve": curve,
                   "samples": {"forget": int((labels == f).sum()), "retain": int((labels != f).sum())}}
         (run / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -271,7 +288,8 @@ def verify_cached(fit: dict, a: argparse.Namespace, name: str, method: str, run:
               "not verified")
 
 
-def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: dict, different_people) -> dict:
+def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: dict, different_people,
+                  commit: str) -> dict:
     methods: dict[str, dict] = {}
     for entry in per_identity.values():
         for method, r in entry["methods"].items():
@@ -286,13 +304,16 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
     full = methods.get("full", {}).get("seconds_per_step")
     for m in methods.values():
         m["step_time_ratio_vs_full"] = m["seconds_per_step"] / full if full else None
-    out = {"command": command_line("compare_methods.py", argv), "steps": a.steps, "forget": a.forget,
-           "different_people_cosine": different_people, "methods": methods, "per_identity": per_identity,
-           "notes": "per_identity values at strength 1 (the last curve point); <metric>_ci = bootstrap 95% interval"}
+    out = {"command": command_line("compare_methods.py", argv), "commit": commit, "steps": a.steps,
+           "forget": a.forget, "different_people_cosine": different_people, "methods": methods,
+           "per_identity": per_identity,
+           "notes": "per_identity values at strength 1 (the last curve point); <metric>_ci = bootstrap 95% interval; "
+                    "an evaluation's own commit is the code that made it (none: an earlier one, kept by --reuse)"}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare_methods.json").write_text(json.dumps(out, indent=1) + "\n")
-    md = [f"# Methods compared on LFW ({a.steps} steps each, strength 1)", "", f"Command: `{out['command']}`", "",
+    md = [f"# Methods compared on LFW ({a.steps} steps each, strength 1)", "",
+          f"Command: `{out['command']}` (commit {commit})", "",
           f"Different people's identity cosine (dlib centroids): {different_people:.3f}. A forget sample counts as"
           " *moved* when its before/after cosine is at or below it. Intervals: bootstrap 95% over samples;"
           " overlapping intervals are a tie. FD_pre intervals are percentile intervals of the resampled"
