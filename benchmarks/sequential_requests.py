@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from legato_pl.adapters import load_adapters
+from legato_pl.methods import load_method
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     kw = dict(null_class=base.null_class, guidance_scale=a.guidance, num_inference_steps=a.steps_ddim, seed=0)
     unet = base.unet.eval()
     samples = {"base": sample(unet, base.scheduler, labels, **kw)}
-    load_adapters(unet, first)
-    samples["base+A"] = sample(unet, base.scheduler, labels, **kw)
-    load_adapters(unet, work / "second" / "weights")
+    stack = load_method(unet, work / "second" / "weights")  # B's artifact holds A: the deployed base + A + B
+    with stack.at_strength(0.0):
+        samples["base+A"] = sample(unet, base.scheduler, labels, **kw)
     samples["base+A+B"] = sample(unet, base.scheduler, labels, **kw)
 
     real = heldout_by_label(a.root, names, unet.config.sample_size, fit_heldout_fraction(work / "second"))

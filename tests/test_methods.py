@@ -104,17 +104,83 @@ def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_
     _train(module, steps=2)
     assert all(torch.equal(v, previous[k]) for k, v in module.previous_adapters.state_dict().items())
     assert any(p.abs().sum() > 0 for n, p in module.adapters.named_parameters() if ".out." in n)
-    # the sample CLI path: new adapters at strength 0 on top of the first == the first request alone
+    # the sample CLI path: the second artifact alone is the stack; at strength 0 it is the first request alone
     from legato_pl.cli.sample import sample_grid
 
     module.method.save(tmp_path / "second")
     grid = dict(base_model=str(tiny_base_dir), identities=["person_01"], per_identity=2, steps=2)
-    stacked = sample_grid(**grid, artifact=str(tmp_path / "second"), previous_adapters=[str(tmp_path / "first")],
-                          strengths=[0.0, 1.0])
+    stacked = sample_grid(**grid, artifact=str(tmp_path / "second"), strengths=[0.0, 1.0])
     first_only = sample_grid(**grid, artifact=str(tmp_path / "first"), strengths=[1.0])
     assert torch.equal(stacked[0], first_only[0]) and not torch.equal(stacked[1], first_only[0])
     with pytest.raises(ValueError, match="cannot train on top"):
         UnlearningModule(str(tiny_base_dir), method="lora", previous_adapters=[str(tmp_path / "first")])
+
+
+def _stack_of_two(tiny_base_dir, tmp_path) -> tuple[torch.nn.Module, tuple]:
+    """first (randomised adapters) -> second trained on top of it; the deployed UNet base + first + second."""
+    from legato_pl import ODEAdapterConfig, attach_adapters, load_adapters, save_adapters
+
+    from conftest import randomize_
+
+    first = attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=8))
+    randomize_(first, scale=0.2)
+    save_adapters(first, tmp_path / "first")
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), lr=1e-2, previous_adapters=[str(tmp_path / "first")])
+    _train(module, steps=2)
+    module.method.save(tmp_path / "second", forget=["person_01"])
+    deployed = load_base_model(tiny_base_dir).unet.eval()
+    load_adapters(deployed, tmp_path / "first")
+    load_adapters(deployed, tmp_path / "second")  # the second request's own adapters, on top
+    return deployed, (torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2]))
+
+
+def test_a_stack_loads_whole_from_its_last_artifact(tiny_base_dir, tmp_path):
+    """load_method(second) is the deployed base + first + second (before stacks were one artifact: base + second)."""
+    import shutil
+
+    deployed, (x, t, y) = _stack_of_two(tiny_base_dir, tmp_path)
+    shutil.move(tmp_path / "first", tmp_path / "first_moved")  # the stack does not depend on where first was
+    unet = load_base_model(tiny_base_dir).unet.eval()
+    method = load_method(unet, tmp_path / "second")
+    with torch.no_grad():
+        expected = deployed(x, t, class_labels=y).sample
+        assert torch.equal(unet(x, t, class_labels=y).sample, expected)
+        with method.at_strength(0.0):  # strength 0: base + the first request
+            first_only = load_base_model(tiny_base_dir).unet.eval()
+            load_method(first_only, tmp_path / "second" / "stack" / "0")
+            assert torch.equal(unet(x, t, class_labels=y).sample, first_only(x, t, class_labels=y).sample)
+    assert len(method.earlier) == 1 and all(not p.requires_grad for p in method.earlier[0].parameters())
+    # a third request on top of the second: one artifact, three requests, each kept once
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), lr=1e-2, previous_adapters=[str(tmp_path / "second")])
+    _train(module, steps=1)
+    module.method.save(tmp_path / "third")
+    meta = json.loads((tmp_path / "third" / "legato_method.json").read_text())
+    assert [e["dir"] for e in meta["stack"]] == ["stack/0", "stack/1"]
+    assert meta["stack"][1]["forget"] == ["person_01"]
+    third = load_base_model(tiny_base_dir).unet.eval()
+    load_method(third, tmp_path / "third", strength=0.0)
+    with torch.no_grad():
+        assert torch.equal(third(x, t, class_labels=y).sample, expected)  # third at 0 = the deployed first + second
+    with pytest.raises(ValueError, match="in the stack twice"):
+        UnlearningModule(str(tiny_base_dir), method=tiny(), previous_adapters=[
+            str(tmp_path / "first_moved"), str(tmp_path / "second")])  # second already holds first
+
+
+@pytest.mark.parametrize("damage", ["missing", "changed"])
+def test_a_stack_with_a_missing_or_changed_part_is_refused(tiny_base_dir, tmp_path, damage):
+    import shutil
+
+    _stack_of_two(tiny_base_dir, tmp_path)
+    part = tmp_path / "second" / "stack" / "0"
+    if damage == "missing":
+        shutil.rmtree(part)
+    else:
+        weights = next(part.glob("*.safetensors"))
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="missing" if damage == "missing" else "changed since it was written"):
+        load_method(load_base_model(tiny_base_dir).unet, tmp_path / "second")
 
 
 def test_a_new_method_is_one_file(tiny_base_dir, tmp_path):

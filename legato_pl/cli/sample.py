@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from legato_pl.adapters import load_adapters
 from legato_pl.cli.common import Parser, add_artifact_argument, run_parsed
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import load_method
@@ -26,13 +25,12 @@ def sample_grid(
     seed: int = 0,
     guidance_scale: float = 3.0,
     steps: int = 25,
-    previous_adapters: Sequence[str] = (),
 ) -> torch.Tensor:
     """``[len(strengths), len(identities) * per_identity, C, H, W]``: rows share their seeds.
 
     ``artifact`` is the directory of any method (its strength knob is swept; default strengths 0 and 1);
-    without it the base model is drawn (one row, strength 0). ``previous_adapters`` (earlier removal
-    requests, ODE adapters, in order) are applied at strength 1 in every row.
+    without it the base model is drawn (one row, strength 0). An artifact trained on top of earlier requests
+    holds them (a stack): they are applied at strength 1 in every row.
     """
     if strengths is None:
         strengths = [0.0, 1.0] if artifact else [0.0]
@@ -41,8 +39,6 @@ def sample_grid(
     base = load_base_model(base_model)
     base.use_identities(identities, f"base model {base_model}")
     unet = base.unet.eval()
-    for path in previous_adapters:
-        load_adapters(unet, path, strength=1.0)
     method = load_method(unet, artifact) if artifact else None
     labels = torch.tensor([base.identities.index(n) for n in identities]).repeat_interleave(per_identity)
     rows = [sample(unet, base.scheduler, labels, conditioning=base.conditioning, guidance_scale=guidance_scale,
@@ -58,8 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--identities", required=True, nargs="+",
                    help="person names: as in identities.json, or any name for a text-to-image model (put into its prompts)")
     add_artifact_argument(p, required=False, help="artifact directory written by fit, any method (omit: the base model)")
-    p.add_argument("--previous_adapters", nargs="+", default=[],
-                   help="adapters of earlier requests (fit with model.previous_adapters), applied at strength 1")
     p.add_argument("--strengths", type=float, nargs="+", default=None,
                    help="one row per strength (default: 0 1 with an artifact, 0 without)")
     p.add_argument("--per_identity", type=int, default=4)
@@ -72,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(a: argparse.Namespace) -> Path:
     grid = sample_grid(a.base_model, a.identities, a.artifact, a.strengths, a.per_identity, a.seed,
-                       a.guidance_scale, a.steps, a.previous_adapters)
+                       a.guidance_scale, a.steps)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid.flatten(0, 1) * 0.5 + 0.5, out, nrow=grid.shape[1])

@@ -58,6 +58,10 @@ class UnlearningMethod(StrengthKnob, nn.Module):
         super().__init__()
         object.__setattr__(self, "_unet", unet)
         self._strength = 1.0
+        # earlier removal requests this one is trained on top of (a stack, see methods/stack.py): their artifact
+        # directories, copied into this artifact by save(), and once loaded the methods themselves (frozen, at 1)
+        self.on_top_of: list[str] = []
+        self.earlier: list[UnlearningMethod] = []
 
     # building and training ----------------------------------------------------------------------
     def options(self) -> dict[str, Any]:
@@ -105,10 +109,14 @@ class UnlearningMethod(StrengthKnob, nn.Module):
 
     def save(self, path: str | Path, base_model: str | None = None, forget: list[str] | None = None,
              training: dict[str, Any] | None = None) -> Path:
-        """Write the weights, ``legato_method.json`` (kind, options, base UNet, version) and the model card
-        ``README.md`` (base model, the ``forget`` people, method, strength, ``training`` settings) into ``path``."""
+        """Write the weights, ``legato_method.json`` (kind, options, base UNet, version, the stack of earlier
+        requests it was trained on top of) and the model card ``README.md`` (base model, the ``forget`` people,
+        method, strength, ``training`` settings) into ``path``."""
+        import shutil
+
         from legato_pl import __version__
         from legato_pl.methods.card import card_from_method, write_model_card
+        from legato_pl.methods.stack import STACK_DIR, write_stack
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -118,6 +126,10 @@ class UnlearningMethod(StrengthKnob, nn.Module):
                 "base_model": {"path": base_model, "unet_class": type(self._unet).__name__,
                                "unet_fingerprint": unet_fingerprint(self._unet)},
                 "legato_pl_version": __version__}
+        if self.on_top_of:
+            meta["stack"] = write_stack(self.on_top_of, path)
+        else:
+            shutil.rmtree(path / STACK_DIR, ignore_errors=True)  # a stack left by an earlier save is not this one's
         (path / METHOD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         write_model_card(path, card_from_method(meta, forget, training))
         return path
@@ -180,7 +192,11 @@ def read_method_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> UnlearningMethod:
-    """Attach the artifact in ``path`` (any method) to ``unet`` at ``strength``: 0 is the base model exactly."""
+    """Attach the artifact in ``path`` (any method) to ``unet`` at ``strength``: 0 is the model it was trained on
+    (the base exactly, or base + the earlier requests of a stack). A stack loads whole: its earlier requests first,
+    frozen at strength 1 (``method.earlier``), so ``unet`` becomes the deployed model."""
+    from legato_pl.methods.stack import load_stack
+
     meta = read_method_file(path)
     # a registered name first; else the class the artifact names (a plug-in not imported yet)
     cls = _registered().get(meta["method"]) or _import_class(meta.get("class", meta["method"]))
@@ -188,7 +204,9 @@ def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> Unl
     if saved and saved != unet_fingerprint(unet) and not cls.stackable:  # ODE adapters name the mismatching stage
         raise LegatoInputError(f"{path} was trained on another UNet ({meta['base_model'].get('unet_class')} "
                                f"{saved}), not on this {type(unet).__name__} {unet_fingerprint(unet)}")
+    earlier = load_stack(unet, Path(path), meta)
     method = cls(unet, **meta.get("options", {}))
+    method.earlier, method.on_top_of = earlier, [str(Path(path) / e["dir"]) for e in meta.get("stack", [])]
     method.load_weights(Path(path))
     method.requires_grad_(False)
     for p in method.trainable_parameters():

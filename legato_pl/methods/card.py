@@ -64,6 +64,8 @@ def card_from_method(meta: dict[str, Any], forget: list[str] | None = None, trai
         "method_options": meta.get("options", {}),
         "strength": 1.0,
     }
+    if meta.get("stack"):  # earlier requests this one deploys on top of (held in stack/)
+        card["stack"] = [{"method": e.get("method"), "forget": e.get("forget", [])} for e in meta["stack"]]
     if training:
         card["training"] = training
     return card
@@ -77,6 +79,10 @@ def _body(card: dict[str, Any]) -> str:
              "```python", "from legato_pl.methods import load_method",
              "method = load_method(pipe.unet, ARTIFACT_DIR, strength=1.0)  # pipe: the base model's diffusers pipeline",
              "```", ""]
+    if card.get("stack"):
+        earlier = "; ".join(", ".join(e.get("forget") or ["(not recorded)"]) for e in card["stack"])
+        lines += [f"A stack: deployed on top of {len(card['stack'])} earlier request(s) ({earlier}), held in "
+                  "`stack/` and loaded with it at strength 1; strength 0 is base + those requests.", ""]
     audit = card.get("audit")
     if audit:
         lines += [f"## Audit ({audit.get('forget', people)})", "", *[f"- {v}" for v in audit.get("verdicts", [])], ""]

@@ -11,10 +11,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from typing_extensions import override
 
-from legato_pl.adapters import ODEAdapters, load_adapters
+from legato_pl.adapters import ODEAdapters
 from legato_pl.conditioning import TextConditioning
 from legato_pl.errors import LegatoInputError
-from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, method_spec
+from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, load_method, method_spec
+from legato_pl.methods.stack import stack_parts
 from legato_pl.models.base import downsampling_factor, load_base_model
 from legato_pl.models.diffusion import add_noise, step_generator
 from legato_pl.objectives import (
@@ -52,9 +53,10 @@ class UnlearningModule(pl.LightningModule):
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
         seed: seeds the per-step noise, timesteps and adjacency draws (a function of seed, step, rank).
-        previous_adapters: adapter directories of earlier removal requests. They are loaded at
-            strength 1 and frozen, so base + previous adapters is the new teacher and the new method
-            trains on top of them (stackable methods only). At inference load them in the same order.
+        previous_adapters: artifact directories of earlier removal requests, in the order they were deployed.
+            They are loaded at strength 1 and frozen, so base + earlier requests is the new teacher and the new
+            method trains on top of them (stackable methods only). The new artifact holds copies of them (a
+            stack is one artifact): ``load_method`` on it alone gives the deployed model.
     """
 
     def __init__(
@@ -93,12 +95,16 @@ class UnlearningModule(pl.LightningModule):
         self.null_class = base.null_class
         self.conditioning = base.conditioning
         # earlier requests first: their hooks run before the new adapters' on every stage
-        self.previous_adapters = nn.ModuleList(
-            load_adapters(self.unet, path).requires_grad_(False) for path in previous_adapters or []
-        )
+        stack_parts(previous_adapters or [])  # a missing, changed or repeated earlier request: refused here
+        self.previous_adapters = nn.ModuleList(load_method(self.unet, path) for path in previous_adapters or [])
+        for path, earlier in zip(previous_adapters or [], self.previous_adapters):
+            if not earlier.stackable:
+                raise LegatoInputError(f"previous_adapters: {path} is a {earlier.name or type(earlier).__name__} "
+                                       "artifact; only ODE adapter requests (legato, residual) stack")
         self.method: UnlearningMethod = build_method(method, self.unet)
         if previous_adapters and not self.method.stackable:
             raise LegatoInputError(f"previous_adapters stack ODE adapters: {self.method_label} cannot train on top of them")
+        self.method.on_top_of = [str(p) for p in previous_adapters or []]
         self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
         self.strict_loading = False  # checkpoints hold the trainable state only
 
