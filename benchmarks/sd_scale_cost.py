@@ -21,6 +21,7 @@ import argparse
 import functools
 import json
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -117,11 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(worker(a)))
         return {}
     results: dict[str, dict] = {}
-    command = " ".join(["python", "benchmarks/sd_scale_cost.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "benchmarks/sd_scale_cost.py", *(argv if argv is not None else sys.argv[1:])])
     previous = Path(a.out) / "sd_scale_cost.json"
-    if a.update and previous.is_file():
+    if a.update and previous.is_file():  # the other variants keep the command and commit that made them
         before = json.loads(previous.read_text())
-        results, command = before["methods"], f"{before['command']}; then {command}"
+        results = {k: {"command": before["command"], "commit": before.get("commit"), **r}
+                   for k, r in before["methods"].items()}
     unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     limit = int(a.memory_limit_gb * 2**30)
     for variant in a.variants:
@@ -130,11 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
         print("+", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+        made = {"command": command, "commit": git_commit()}
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-            results[variant] = {"error": f"exit {proc.returncode}: {tail[:300]}"}
+            results[variant] = {**made, "error": f"exit {proc.returncode}: {tail[:300]}"}
         else:
-            results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+            results[variant] = {**made, **json.loads(proc.stdout.strip().splitlines()[-1])}
         print(variant, results[variant], flush=True)
     full = results.get("full", {})
     for r in results.values():

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from legato_pl.adapters import ODEAdapters
-from legato_pl.conditioning import TextConditioning
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, load_method, method_spec
 from legato_pl.methods.stack import stack_parts
@@ -133,17 +132,15 @@ class UnlearningModule(pl.LightningModule):
         """Check the datamodule against the base model and map its labels to base classes by name
         (called by ``setup``; call it yourself to drive :meth:`compute_losses` without a Trainer).
         A text-to-image base knows no fixed list: the data's names are its identities (named in prompts)."""
-        if isinstance(self.conditioning, TextConditioning):
-            self.identities = self.conditioning.identities = list(dm.class_names)
-        missing = [n for n in dm.class_names if n not in self.identities]
-        forget_missing = [n for n in getattr(dm, "forget", []) if n not in self.identities]
+        cond = self.conditioning
+        forget_missing = [] if cond.any_name else [n for n in getattr(dm, "forget", []) if n not in self.identities]
         if forget_missing:
             raise LegatoInputError(
                 f"forget identity {forget_missing[0]!r} is not a class of the base model "
                 f"{self.hparams.base_model} (classes: {', '.join(self.identities[:8])}...)"
             )
-        if missing:
-            raise LegatoInputError(f"identity {missing[0]!r} in the data is not a class of the base model")
+        cond.use_identities(list(dm.class_names), f"the data (not a class of the base model {self.hparams.base_model})")
+        self.identities = cond.identities
         factor = downsampling_factor(self.unet) * self.conditioning.latent_factor
         if dm.image_size % factor:
             raise LegatoInputError(f"image_size {dm.image_size} must be a multiple of {factor} for this UNet")
