@@ -135,6 +135,29 @@ def test_sequential_requests_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root
 
 
 @pytest.mark.slow
+def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
+    monkeypatch.chdir(REPO)
+    from many_people import main
+
+    args = _tiny_args(tiny_lfw_base, tmp_path, faces_root)
+    args[args.index("--unlearn-args") + 1] += " --data.init_args.heldout_fraction 0.3"
+    main([*args, "--exclude", "--methods", "legato", "full", "--ks", "1", "2", "--stacked", "1", "2",
+          "--erased-samples", "2", "--resamples", "20"])
+    saved = json.loads((tmp_path / "results" / "many_people.json").read_text())
+    people = saved["people_order"]
+    assert len(people) == 2 and set(saved["one_fit"]) == {"legato", "full"}
+    for ks in saved["one_fit"].values():
+        assert set(ks) == {"1", "2"}
+        assert ks["2"]["people"] == people and ks["1"]["people"] == people[:1]  # nested draws
+        assert ks["2"]["samples"] == {"erased": 4, "kept": 2}
+        assert 0 <= ks["2"]["face_rate_erased"] <= 1 and ks["2"]["trainable_params"] > 0
+    # the second request of the stack was trained on top of the first, and its artifact holds it
+    meta = json.loads((tmp_path / "work" / "stacked" / "request2" / "weights" / "legato_method.json").read_text())
+    assert [e["forget"] for e in meta["stack"]] == [people[:1]]
+    assert saved["stacked"]["2"]["people"] == people and saved["stacked"]["2"]["sampling_seconds_per_step_vs_base"] > 1
+
+
+@pytest.mark.slow
 def test_lfw_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     monkeypatch.chdir(REPO)
     from lfw_unlearning import main

@@ -1,0 +1,240 @@
+"""Many removal requests on the LFW base: k people in one fit, and k one-person requests stacked.
+
+    python benchmarks/many_people.py --base runs/lfw/base                       # legato, lora, full; k = 1 5 10 20
+    python benchmarks/many_people.py --methods legato --ks 1 5 10 20 --stacked  # legato only, no stack
+
+People: the base's people minus the dev people the configs were tuned on (George_W_Bush, Tony_Blair,
+Serena_Williams), drawn in a seeded order (``--seed``); the k erased are the first k of that order, so k = 1 is
+one of the k = 5 people and so on. The others (the dev people included) are the kept people.
+
+**One fit** (``one_fit``): ``configs/legato_lfw.yaml`` with ``forget: [the k people]`` for each method: legato
+as the config is (its early stop judges every erased person; ``--steps`` is the cap), lora and full at the
+config's objective for the full ``--steps`` with the learning rates of ``compare_methods.py`` (not tuned per k).
+**Stacked** (``stacked``): one legato request per person, each trained on top of the previous artifact
+(``model.previous_adapters``); the stack after k requests is scored as deployed (``load_method`` on its last
+artifact), with the cost of one sampling step against the base's.
+
+Scores (dlib judge against held-out photos; --erased-samples per erased person, --per-identity per kept one, same
+seeds as the base): erased people's accuracy (still identified), the kept people's accuracy, FD_pre of the kept
+people's identity embeddings (base vs unlearned), the face rate (MTCNN) of the erased people's samples; each with
+a bootstrap 95% interval. Cost: trainable parameters, seconds per step, peak RSS and the fit's wall time.
+Fits and scores are cached under --work. Writes benchmarks/results/many_people.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from compare_methods import FORGET as DEV_PEOPLE
+from compare_methods import METHODS, base_samples, scores, seeds_for
+from safetensors.torch import load_file
+
+from legato_pl.methods import load_method
+from legato_pl.metrics import UnlearningMetrics, load_encoder
+from legato_pl.metrics.bootstrap import mean_ci
+from legato_pl.metrics.faces import FaceRate
+from legato_pl.models.base import load_base_model
+from legato_pl.sampling import sample
+
+from harness import (
+    add_unlearning_args,
+    base_fingerprint,
+    check_cached_fit,
+    command_line,
+    fit_heldout_fraction,
+    fit_key,
+    fit_unlearning,
+    git_commit,
+    heldout_by_label,
+    markdown_table,
+    with_interval,
+)
+
+COLUMNS = ["acc_erased", "acc_kept", "FD_pre", "face_rate_erased"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_unlearning_args(p, work="runs/lfw/many_people", steps=300)
+    p.set_defaults(per_identity=8)
+    p.add_argument("--erased-samples", type=int, default=16, help="samples per erased person")
+    p.add_argument("--methods", nargs="*", default=["legato", "lora", "full"], choices=["legato", "lora", "full"])
+    p.add_argument("--ks", type=int, nargs="*", default=[1, 5, 10, 20], help="people erased in one fit")
+    p.add_argument("--stacked", type=int, nargs="*", default=[1, 5, 10],
+                   help="stack sizes scored (one legato request per person, up to the largest)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the order the people are drawn in")
+    p.add_argument("--exclude", nargs="*", default=DEV_PEOPLE, help="people never erased (default: the dev people)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per interval")
+    return p
+
+
+def draw_people(names: list[str], n: int, seed: int, exclude: list[str]) -> list[str]:
+    """``n`` people in a seeded order, ``exclude`` (the dev people the configs were tuned on) left out."""
+    candidates = sorted(set(names) - set(exclude))
+    if n > len(candidates):
+        raise SystemExit(f"--ks / --stacked ask for {n} people; the base has {len(candidates)} besides --exclude")
+    return random.Random(seed).sample(candidates, n)
+
+
+def cached_fit(a: argparse.Namespace, forget: list[str], run: Path, extra: list[str]) -> dict:
+    """One fit into ``run`` (:func:`fit_unlearning`), or the one cached there when it is of this base and config."""
+    value = json.dumps(forget)
+    if (run / "fit.json").is_file():
+        fit = json.loads((run / "fit.json").read_text())
+        check_cached_fit(fit, a.base, run, fit_key(a, value, extra))
+        return fit
+    fit = fit_unlearning(a, value, run, extra)
+    (run / "fit.json").write_text(json.dumps(fit) + "\n")
+    return fit
+
+
+class Judge:
+    """Base samples, the dlib judge and MTCNN, shared by every scored model."""
+
+    def __init__(self, a: argparse.Namespace, base_dir: Path, work: Path):
+        self.a, self.base_dir = a, base_dir
+        self.base = load_base_model(base_dir)
+        self.names = self.base.identities
+        self.kwargs = dict(null_class=self.base.null_class, guidance_scale=a.guidance, num_inference_steps=a.steps_ddim)
+        self.cache = work / "base_samples.pt"
+        self.encoder = load_encoder("dlib")
+        self.faces = FaceRate()
+        self.real: dict[float, dict] = {}
+
+    def score(self, run: Path, artifact: Path, erased: list[str]) -> dict:
+        """Scores of the model ``artifact`` deploys (a stack loads whole) with ``erased`` forgotten."""
+        a, ids = self.a, [self.names.index(n) for n in erased]
+        labels = torch.cat([torch.full((a.erased_samples if c in ids else a.per_identity,), c)
+                            for c in range(len(self.names))])
+        before = base_samples(self.base.unet.eval(), self.base.scheduler, labels, self.cache, **self.kwargs)
+        unet = load_base_model(self.base_dir).unet.eval()
+        load_method(unet, artifact)
+        t0 = time.perf_counter()
+        after = sample(unet, self.base.scheduler, labels, seeds=seeds_for(labels), **self.kwargs)
+        sampling_s = time.perf_counter() - t0
+        fraction = fit_heldout_fraction(run)
+        if fraction not in self.real:
+            self.real[fraction] = heldout_by_label(a.root, self.names, unet.config.sample_size, fraction)
+        metrics = UnlearningMetrics(self.encoder, self.real[fraction], forget_labels=ids)
+        s = scores(metrics, before, after, labels, a.resamples)
+        rows = torch.isin(labels, torch.tensor(ids))
+        faces = (self.faces.detect(after[rows]) >= self.faces.min_prob).float()
+        faces_before = (self.faces.detect(before[rows]) >= self.faces.min_prob).float()
+        return {"people": erased, "acc_erased": s["acc_forget"], "acc_erased_ci": s["acc_forget_ci"],
+                "acc_erased_before": s["acc_forget_before"], "acc_kept": s["acc_retain"],
+                "acc_kept_ci": s["acc_retain_ci"], "acc_kept_before": s["acc_retain_before"],
+                "FD_pre": s.get("FD_pre"), "FD_pre_ci": s.get("FD_pre_ci"),
+                "face_rate_erased": float(faces.mean()), "face_rate_erased_ci": list(mean_ci(faces)),
+                "face_rate_erased_before": float(faces_before.mean()), "moved_erased": s["moved_forget"],
+                "samples": {"erased": int(rows.sum()), "kept": int((~rows).sum())},
+                "sampling_seconds": sampling_s}
+
+    def sampling_step_seconds(self, artifact: Path | None, repeats: int = 5) -> float:
+        """Median seconds of one guided denoising step of 8 samples through the base (+ ``artifact``)."""
+        unet = load_base_model(self.base_dir).unet.eval()
+        if artifact is not None:
+            load_method(unet, artifact)
+        labels = torch.zeros(8, dtype=torch.long)
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            sample(unet, self.base.scheduler, labels, seed=0, **{**self.kwargs, "num_inference_steps": 1})
+            times.append(time.perf_counter() - t0)
+        return sorted(times[1:])[repeats // 2]
+
+
+def trainable(weights: Path) -> int:
+    """Parameters this request trained (a stack's earlier requests, under ``stack/``, not counted)."""
+    files = [w for w in weights.rglob("*.safetensors") if "stack" not in w.relative_to(weights).parts]
+    return sum(t.numel() for w in files for t in load_file(w).values())
+
+
+def cost(fit: dict, run: Path) -> dict:
+    return {"trainable_params": trainable(run / "weights"), "seconds_per_step": fit.get("seconds_per_step"),
+            "peak_rss_mb": fit.get("peak_rss_mb"), "seconds_total": fit.get("wall_time_s"),
+            "steps_run": fit.get("steps_run")}
+
+
+def scored(judge: Judge, run: Path, artifact: Path, erased: list[str], extra: dict) -> dict:
+    """The cached score in ``run/score.json`` or a new one (made with the fit's base fingerprint)."""
+    file = run / "score.json"
+    if file.is_file():
+        return json.loads(file.read_text())
+    result = {**extra, **judge.score(run, artifact, erased), "commit": git_commit(),
+              "base_fingerprint": base_fingerprint(judge.a.base)}
+    file.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
+    work, base_dir = Path(a.work), Path(a.base)
+    judge = Judge(a, base_dir, work)
+    people = draw_people(judge.names, max([*a.ks, *a.stacked, 1]), a.seed, a.exclude)
+    out: dict = {"command": command_line("many_people.py", argv), "commit": git_commit(), "people_order": people,
+                 "one_fit": {}, "stacked": {}, "t2i": {}}
+
+    for method in a.methods:
+        extra = [] if method == "legato" else METHODS[method]  # legato: the config as it is (with its early stop)
+        for k in a.ks:
+            run = work / "one_fit" / method / f"k{k}"
+            fit = cached_fit(a, people[:k], run, extra)
+            out["one_fit"].setdefault(method, {})[k] = scored(judge, run, run / "weights", people[:k], cost(fit, run))
+            write_results(a, out)
+
+    if a.stacked:
+        base_step = judge.sampling_step_seconds(None)
+        previous: list[str] = []
+        for i in range(max(a.stacked)):
+            run = work / "stacked" / f"request{i + 1}"
+            extra = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
+            fit = cached_fit(a, [people[i]], run, extra)
+            previous = [str(run / "weights")]  # the new artifact holds the earlier ones
+            k = i + 1
+            if k in a.stacked:
+                step = judge.sampling_step_seconds(run / "weights")
+                row = scored(judge, run, run / "weights", people[:k], {**cost(fit, run), "request_seconds_total":
+                             fit.get("wall_time_s"), "sampling_seconds_per_step_vs_base": step / base_step})
+                out["stacked"][k] = row
+                write_results(a, out)
+    return write_results(a, out)
+
+
+def write_results(a: argparse.Namespace, out: dict) -> dict:
+    results = Path(a.out)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "many_people.json").write_text(json.dumps(out, indent=1) + "\n")
+    md = ["# Many people erased from the LFW base", "", f"Command: `{out['command']}` (commit {out['commit']})", "",
+          "Erased people in drawing order (dev people excluded): " + ", ".join(out["people_order"]) + ".", "",
+          "acc_erased: share of the erased people's samples still identified as them (base ≈ their `before`); "
+          "acc_kept: the same for the other people (base in parentheses); FD_pre: Fréchet distance of the kept "
+          "people's dlib embeddings, base vs unlearned (0 = unchanged); face_rate_erased: MTCNN finds a face in the "
+          "erased people's samples. Brackets: bootstrap 95% intervals; overlapping intervals are a tie.", ""]
+    header = ["method", "k", *COLUMNS, "moved_erased", "trainable_params", "steps", "seconds_per_step",
+              "peak_rss_mb", "seconds_total"]
+
+    def row(label: str, k, r: dict) -> list:
+        kept = f"{with_interval(r, 'acc_kept')} ({r['acc_kept_before']:.3f})"
+        return [label, k, with_interval(r, "acc_erased"), kept, with_interval(r, "FD_pre"),
+                with_interval(r, "face_rate_erased"), f"{r['moved_erased']:.2f}", f"{r['trainable_params']:,}",
+                r.get("steps_run"), r.get("seconds_per_step"), r.get("peak_rss_mb"), r.get("seconds_total")]
+
+    md += ["## One fit for k people", ""]
+    md += markdown_table(header, [row(m, k, r) for m, ks in out["one_fit"].items() for k, r in ks.items()])
+    md += ["", "## k requests stacked (legato, one person each)", ""]
+    md += markdown_table([*header, "sampling step vs base"],
+                         [[*row("legato stack", k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
+                          for k, r in out["stacked"].items()])
+    md += ["", "Text-to-image base: not run here (see the issue)." if not out["t2i"] else ""]
+    (results / "many_people.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
