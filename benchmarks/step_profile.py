@@ -45,6 +45,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from sd_scale_cost import SD15_UNET  # noqa: E402
 
+from harness import git_commit  # noqa: E402
+
 METHODS = ["legato", "lora", "full"]
 MODELS = {"lfw": {"image_size": 32, "batch_size": 8}, "sd15": {"image_size": 64, "batch_size": 1}}
 FORGET = "George_W_Bush"
@@ -295,7 +297,10 @@ PARTS = ["conditions_and_noise", "teacher_forward", "student_forward", "ode_solv
 
 
 def markdown(out: dict) -> list[str]:
-    md = ["# Where one unlearning step's time goes", "", f"Command: `{out['command']}`", "",
+    commands = dict.fromkeys(r.get("command", out["command"]) for r in out["runs"]) or {out["command"]: None}
+    md = ["# Where one unlearning step's time goes", "",
+          "Command" + ("s (rows of earlier runs kept by --update)" if len(commands) > 1 else "") + ": "
+          + "; ".join(f"`{c}`" for c in commands) + f" (commit {out['commit']})", "",
           "Seconds per step (mean over the timed steps) of `compute_losses` + backward + AdamW with the default "
           "objective; `ode_solve` is part of `student_forward`. Floor = the teacher's frozen forwards + the "
           "student rows' frozen forward and backward from the first trained stage (the method itself costing "
@@ -332,17 +337,15 @@ def main(argv: list[str] | None = None) -> dict:
     command = shlex.join(["python", "benchmarks/step_profile.py", *(argv if argv is not None else sys.argv[1:])])
     out_dir = Path(a.out)
     previous = out_dir / "step_profile.json"
-    if a.update and previous.is_file():
+    if a.update and previous.is_file():  # the other rows keep the command and commit that made them
         before = json.loads(previous.read_text())
-        command = f"{before['command']}; then {command}"
-        runs += [r for r in before["runs"] if not (r["model"] in a.models and r["method"] in a.methods)]
-    out = {"command": command,
-           "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
-           "runs": runs}
+        runs += [{"command": before["command"], "commit": before.get("commit"), **r} for r in before["runs"]
+                 if not (r["model"] in a.models and r["method"] in a.methods)]
+    out = {"command": command, "commit": git_commit(), "runs": runs}
     out_dir.mkdir(parents=True, exist_ok=True)
     for model in a.models:
         for method in a.methods:
-            runs.append(run_child(model, method, a))
+            runs.append({"command": command, "commit": out["commit"], **run_child(model, method, a)})
             print(json.dumps(runs[-1]), flush=True)
             (out_dir / "step_profile.json").write_text(json.dumps(out, indent=1) + "\n")
             (out_dir / "step_profile.md").write_text("\n".join(markdown(out)) + "\n")
