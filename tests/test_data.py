@@ -126,3 +126,36 @@ def test_unreadable_image_is_named(tmp_path):
 def test_missing_root_is_refused(tmp_path):
     with pytest.raises(LegatoInputError, match="does not exist"):
         IdentityImages(str(tmp_path / "nowhere"), 8, 0.2)
+
+
+def test_pretraining_without_excluded_people_keeps_their_class_but_not_their_photos():
+    """The gold-standard reference: the excluded person's class exists and no batch ever holds their photos."""
+    from legato_pl.data import IdentityPretrainDataModule
+
+    dm = IdentityPretrainDataModule(image_size=8, batch_size=8, num_synthetic_identities=4,
+                                    synthetic_images_per_identity=8, exclude=["person_02"])
+    dm.setup()
+    assert dm.class_names == ["person_00", "person_01", "person_02", "person_03"]
+    _, labels = dm.train_dataloader().dataset.dataset.tensors
+    assert 2 not in labels.tolist() and set(labels.tolist()) == {0, 1, 3}
+    everyone = IdentityPretrainDataModule(image_size=8, batch_size=8, num_synthetic_identities=4,
+                                          synthetic_images_per_identity=8)
+    assert set(everyone.train_dataloader().dataset.dataset.tensors[1].tolist()) == {0, 1, 2, 3}
+    with pytest.raises(LegatoInputError, match="unknown identity 'nobody' in exclude"):
+        IdentityPretrainDataModule(image_size=8, num_synthetic_identities=2, exclude=["nobody"]).setup()
+
+
+def test_the_test_people_are_the_committed_draw(faces_root):
+    """benchmarks/people_split.json is what its rule draws (a changed rule or file fails here)."""
+    import json
+    import sys
+
+    from legato_pl.data.folder import scan_identity_folder
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from harness import DEV_PEOPLE, SPLIT_FILE, draw_test_people
+
+    split = json.loads(SPLIT_FILE.read_text())
+    assert split["dev"] == DEV_PEOPLE
+    assert split["test"] == draw_test_people(sorted(scan_identity_folder(faces_root)), seed=split["seed"])
+    assert not set(split["test"]) & set(DEV_PEOPLE)

@@ -125,12 +125,27 @@ class _IdentityDataModule(pl.LightningDataModule):
 
 
 class IdentityPretrainDataModule(_IdentityDataModule):
-    """Batches ``{"images", "labels"}`` over all identities, for pretraining the class-conditional base."""
+    """Batches ``{"images", "labels"}`` over all identities, for pretraining the class-conditional base.
+
+    ``exclude``: people whose photos are left out while their classes stay (the model has a label for them that
+    never sees data): the unlearning field's gold standard, a model retrained without the person.
+    """
+
+    def __init__(self, *args, exclude: list[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.exclude = list(exclude or [])
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        check_names(self.exclude, self.data.names, f"exclude (people of {self.root or 'the embedded set'})")
+        if len(set(self.exclude)) == len(self.data.names):
+            raise LegatoInputError("exclude names every identity: nothing left to train on")
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        images = torch.cat(list(self.data.train.values()))
-        labels = torch.cat([torch.full((len(v),), i) for i, v in enumerate(self.data.train.values())])
+        kept = [(i, v) for i, (name, v) in enumerate(self.data.train.items()) if name not in self.exclude]
+        images = torch.cat([v for _, v in kept])
+        labels = torch.cat([torch.full((len(v),), i) for i, v in kept])
         return self._loader(TensorDataset(images, labels))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
