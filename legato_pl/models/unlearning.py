@@ -255,6 +255,8 @@ class UnlearningModule(pl.LightningModule):
 
     @override
     def on_before_optimizer_step(self, optimizer) -> None:
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return  # 16-mixed with a grad scaler: it skips a step whose gradients overflowed and lowers its scale
         for name, p in self.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 raise FloatingPointError(f"gradient of {name} is not finite; stopping (the last checkpoint is kept)")
