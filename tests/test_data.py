@@ -159,3 +159,26 @@ def test_the_test_people_are_the_committed_draw(faces_root):
     assert split["dev"] == DEV_PEOPLE
     assert split["test"] == draw_test_people(sorted(scan_identity_folder(faces_root)), seed=split["seed"])
     assert not set(split["test"]) & set(DEV_PEOPLE)
+
+
+def test_batch_size_must_divide_over_the_processes():
+    from types import SimpleNamespace
+
+    dm = IdentityDataModule(forget="person_01", image_size=8, batch_size=4, num_synthetic_identities=3,
+                            synthetic_images_per_identity=8)
+    dm.trainer = SimpleNamespace(world_size=3, global_step=0, global_rank=0, accumulate_grad_batches=1)
+    with pytest.raises(LegatoInputError, match="batch_size 4 is the global batch: it must divide evenly over the 3"):
+        dm.setup("fit")
+    dm.trainer.world_size = 2
+    dm.setup("fit")
+
+
+def test_a_base_models_content_fingerprint_follows_its_weights(tiny_base_dir):
+    from legato_pl.models import load_base_model
+
+    base = load_base_model(tiny_base_dir)
+    same = load_base_model(tiny_base_dir).content_fingerprint()
+    assert base.content_fingerprint() == same
+    with torch.no_grad():
+        next(base.unet.parameters()).view(-1)[0] += 1e-3
+    assert base.content_fingerprint() != same

@@ -165,6 +165,15 @@ def test_data_free_erasure_trains_on_the_models_own_generations(t2i_dir, tmp_pat
     again = make()
     again.setup("fit")
     assert torch.equal(again.data.train["Jane Doe"], dm.data.train["Jane Doe"])
+    # the cache is the model's content, not its path: a copy elsewhere reads it (prepare_data, as a fit calls it)
+    import shutil
+
+    shutil.copytree(t2i_dir, tmp_path / "moved")
+    moved = GeneratedIdentityDataModule(str(tmp_path / "moved"), forget="Jane Doe", retain=["John Roe", "Ann Poe"],
+                                        images_per_identity=4, image_size=16, batch_size=2, num_inference_steps=2,
+                                        cache_dir=str(tmp_path / "cache"))
+    moved.prepare_data()
+    assert len(list((tmp_path / "cache").iterdir())) == 1
     with pytest.raises(ValueError, match="needs retain names"):
         GeneratedIdentityDataModule(str(t2i_dir), forget="Jane Doe", image_size=16).setup("fit")
 

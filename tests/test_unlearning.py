@@ -205,3 +205,25 @@ def test_16_mixed_with_a_grad_scaler_trains_and_an_overflow_step_is_not_fatal(ti
     module.trainer = trainer(precision="bf16-mixed")  # no scaler: nothing would skip it
     with pytest.raises(FloatingPointError, match="not finite"):
         module.on_before_optimizer_step(None)
+
+
+def test_accumulated_micro_batches_each_get_their_own_data_and_noise(tiny_base_dir, tmp_path):
+    import lightning.pytorch as pl
+
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), output_dir=str(tmp_path / "out"))
+    seen = []
+    compute = module.compute_losses
+
+    def recording(batch, noise_step=None):
+        seen.append((noise_step, float(batch["forget_images"].sum()), float(batch["retain_images"].sum())))
+        return compute(batch, noise_step)
+
+    module.compute_losses = recording
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=16)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, accumulate_grad_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    assert [s[0] for s in seen] == [0, 1, 2, 3]  # two optimizer steps of two micro-batches, four noise draws
+    assert len({s[2] for s in seen}) == 4, "an accumulated micro-batch repeated another's retain photos"

@@ -90,6 +90,10 @@ class _IdentityDataModule(pl.LightningDataModule):
         self.data: IdentityImages | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise LegatoInputError(f"batch_size {self.batch_size} is the global batch: it must divide evenly over the "
+                                   f"{world} processes (each gets batch_size / {world} rows)")
         if self.data is not None:
             return
         h = self.hparams
@@ -114,10 +118,11 @@ class _IdentityDataModule(pl.LightningDataModule):
                           persistent_workers=self.hparams.num_workers > 0)
 
     def _position(self) -> tuple[int, int, int]:
+        """(first global batch, rank, world): a batch per micro-batch, so accumulated ones differ."""
         trainer = self.trainer  # None outside a fit
         if trainer is None:
             return 0, 0, 1
-        return trainer.global_step, trainer.global_rank, trainer.world_size
+        return trainer.global_step * trainer.accumulate_grad_batches, trainer.global_rank, trainer.world_size
 
     def _start_position(self) -> tuple[int, int, int]:
         _, rank, world = self._position()

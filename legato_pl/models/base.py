@@ -3,12 +3,14 @@ plus ``identities.json`` (person names in class-index order; the null class is t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from torch import nn
 
@@ -62,6 +64,17 @@ class BaseModel:
         if self.text is not None:
             return self.text
         return None if self.null_class is None else ClassConditioning(self.identities, self.null_class)
+
+    def content_fingerprint(self) -> str:
+        """sha256 of the weights that draw (the UNet, and a text model's encoder): changes when the model does,
+        whatever path or hub id it was loaded from."""
+        digest = hashlib.sha256()
+        modules = [self.unet] + ([self.text.text_encoder] if self.text is not None else [])
+        for module in modules:
+            for name, tensor in module.state_dict().items():
+                digest.update(name.encode() + str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def use_identities(self, names: list[str], where: str) -> None:
         """Make ``names`` the people to draw (see :meth:`Conditioning.use_identities`): a class model checks

@@ -16,7 +16,7 @@ from legato_pl.errors import LegatoInputError
 from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, load_method, method_spec
 from legato_pl.methods.stack import stack_parts
 from legato_pl.models.base import downsampling_factor, load_base_model
-from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.diffusion import add_noise, micro_step, step_generator
 from legato_pl.objectives import (
     FORGET_TARGETS,
     adjacent_embeddings,
@@ -236,7 +236,7 @@ class UnlearningModule(pl.LightningModule):
 
     @override
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        losses = self.compute_losses(batch)
+        losses = self.compute_losses(batch, noise_step=micro_step(self, batch_idx))
         loss = self.total_loss(losses)
         for name, value in losses.items():
             self.log(f"train/{name}", value)
