@@ -158,6 +158,34 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
 
 
 @pytest.mark.slow
+def test_gold_standard_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
+    """A reference retrained without the person (its class kept, no photo of them), then base, reference and a
+    method measured alike, with gaps to the reference."""
+    monkeypatch.chdir(REPO)
+    from gold_standard import main
+
+    args = _tiny_args(tiny_lfw_base, tmp_path, faces_root)
+    args[args.index("--unlearn-args") + 1] += " --data.init_args.heldout_fraction 0.3"
+    main([*args, "--reference", str(tmp_path / "reference"), "--pretrain-args",
+          TINY_PRETRAIN + " --trainer.max_steps 3", "--people", "Colin_Powell", "--methods", "legato",
+          "--samples", "2", "--inversion-steps", "2", "--relearn-k", "1", "--relearn-steps", "2",
+          "--relearn-eval-every", "1", "--resamples", "20"])
+    saved = json.loads((tmp_path / "results" / "gold_standard.json").read_text())
+    assert saved["reference"]["excluded"] == ["Colin_Powell"]
+    assert json.loads((tmp_path / "reference" / "identities.json").read_text()) == json.loads(
+        (tiny_lfw_base / "identities.json").read_text())  # the class stays; its photos were never seen
+    entry = saved["per_identity"]["Colin_Powell"]
+    for row in (entry["base"], entry["reference"], entry["methods"]["legato"]):
+        for key in ("acc_own", "face_rate", "moved", "inversion_acc", "mia_auc", "acc_retain"):
+            lo, hi = row[f"{key}_ci"]
+            assert 0 <= row[key] <= 1 and lo <= hi, (key, row)
+        assert set(row["relearn_steps"]) == {"1"}
+    assert entry["base"]["moved"] == 0  # the base against itself
+    value, lo, hi = entry["methods"]["legato"]["gap"]["acc_own"]
+    assert lo <= value <= hi or lo == hi
+
+
+@pytest.mark.slow
 def test_lfw_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     monkeypatch.chdir(REPO)
     from lfw_unlearning import main
