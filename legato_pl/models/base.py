@@ -16,7 +16,7 @@ from torch import nn
 
 from legato_pl.conditioning import DEFAULT_TEMPLATES, ClassConditioning, Conditioning, TextConditioning
 from legato_pl.errors import LegatoInputError
-from legato_pl.models.text_to_image import is_text_to_image, load_text_to_image
+from legato_pl.models.text_to_image import TEXT_TO_IMAGE_PIPELINES, is_text_to_image, load_text_to_image
 
 IDENTITIES_FILE = "identities.json"
 
@@ -122,7 +122,7 @@ def load_base_model(path: str | Path, prompt_templates: list[str] | None = None,
     if unet_class != "UNet2DModel":
         raise LegatoInputError(
             f"{path}/unet is a {unet_class} in a {json.loads((path / 'model_index.json').read_text()).get('_class_name')}; "
-            "supported: DDPMPipeline with a class-conditional UNet2DModel, and StableDiffusionPipeline"
+            f"supported: DDPMPipeline with a class-conditional UNet2DModel, {', '.join(TEXT_TO_IMAGE_PIPELINES)}"
         )
     unet = UNet2DModel.from_pretrained(str(path), subfolder="unet")
     scheduler = DDPMScheduler.from_pretrained(str(path), subfolder="scheduler")
@@ -143,9 +143,16 @@ def load_base_model(path: str | Path, prompt_templates: list[str] | None = None,
 
 
 def _text_to_image_base(path: str | Path, prompt_templates: list[str] | None, anchor_prompt: str) -> BaseModel:
-    unet, scheduler, tokenizer, text_encoder, vae = load_text_to_image(path)
+    pipe, scheduler = load_text_to_image(path)
     ids_file = Path(path) / IDENTITIES_FILE
     identities = json.loads(ids_file.read_text()) if ids_file.is_file() else []
-    text = TextConditioning(tokenizer, text_encoder, identities,
-                            DEFAULT_TEMPLATES if prompt_templates is None else prompt_templates, anchor_prompt, vae)
-    return BaseModel(unet, scheduler, identities, text)
+    templates, vae = DEFAULT_TEMPLATES if prompt_templates is None else prompt_templates, getattr(pipe, "vae", None)
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL
+        from legato_pl.conditioning.sdxl import SDXLTextConditioning
+
+        text = SDXLTextConditioning((pipe.tokenizer, pipe.tokenizer_2), (pipe.text_encoder, pipe.text_encoder_2),
+                                    identities, templates, anchor_prompt, vae,
+                                    bool(pipe.config.get("force_zeros_for_empty_prompt", True)))
+    else:
+        text = TextConditioning(pipe.tokenizer, pipe.text_encoder, identities, templates, anchor_prompt, vae)
+    return BaseModel(pipe.unet, scheduler, identities, text)
