@@ -327,3 +327,37 @@ def test_name_separation_gives_each_name_its_own_direction():
     assert losses[-1] < 0.2 * losses[0]
     assert share(train) > 0.5 > before
     assert share(unseen) > before_unseen + 0.3
+
+
+def test_a_v_prediction_base_unlearns_and_strength_zero_stays_exact(tmp_path):
+    """SD 2.x style: the scheduler predicts v. The objective compares teacher and student outputs in the model's own
+    parameterisation, the sampler reads prediction_type: the forget term falls and strength 0 is the base."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(0)
+    pipe = build_text_to_image({**UNET, "sample_size": 8}, TEXT, VAE, num_train_timesteps=100)
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    pipe.save_pretrained(str(tmp_path / "v"))
+    module = UnlearningModule(str(tmp_path / "v"), method=tiny(), forget_target="negative", eta=2.0,
+                              w_retain=0.0, w_trajectory=0.0, w_adjacency=0.0)
+    assert module.scheduler.config.prediction_type == "v_prediction"
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=8)
+    dm.setup("fit")
+    module.bind_data(dm)
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    opt = torch.optim.Adam(module.method.trainable_parameters(), lr=1e-2)
+    values = []
+    for _ in range(10):
+        losses = module.compute_losses(batch, noise_step=0)  # the same draws: a deterministic objective
+        values.append(losses["forget"].item())
+        opt.zero_grad()
+        module.total_loss(losses).backward()
+        opt.step()
+    assert values[-1] < 0.7 * values[0], values
+    base = load_base_model(tmp_path / "v")
+    labels = torch.tensor([1, 2])
+    with module.method.at_strength(0.0):
+        at_zero = sample(module.unet, module.scheduler, labels, conditioning=module.conditioning, num_inference_steps=2)
+    assert torch.equal(at_zero, sample(base.unet, base.scheduler, labels, conditioning=base.conditioning,
+                                       num_inference_steps=2))
