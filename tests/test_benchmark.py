@@ -220,8 +220,9 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
               "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
               "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "norm_num_groups": 8}
     out = main(["--unet-config", json.dumps(config), "--steps", "1", "--warmup", "0", "--out", str(tmp_path),
-                "--variants", "full", "lora", "legato", "legato_ckpt"])
+                "--variants", "full", "lora", "legato", "legato_ckpt", "legato_bf16_base"])
     methods = out["methods"]
+    assert set(out["methods_bf16_base"]) == {"legato"} and "error" not in out["methods_bf16_base"]["legato"]
     assert all("error" not in r for r in methods.values()), methods
     assert methods["full"]["ratio_time_vs_full"] == 1.0 and methods["full"]["trainable_params"] == out["unet_params"]
     assert 0 < methods["legato"]["trainable_params"] < methods["full"]["trainable_params"]
@@ -229,6 +230,7 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
     # --update reruns only the given variants and keeps the others (e.g. full alone, with more memory)
     again = main(["--unet-config", json.dumps(config), "--steps", "1", "--warmup", "0", "--out", str(tmp_path),
                   "--variants", "legato_adjoint", "--update"])
+    assert set(again["methods_bf16_base"]) == {"legato"}  # kept by --update
     assert set(again["methods"]) == {*methods, "legato_adjoint"} and "--update" in again["command"]
     assert again["methods"]["legato_adjoint"]["command"] == again["command"]
     assert again["methods"]["legato"]["command"] != again["command"]  # the first run's variants keep their command
