@@ -388,3 +388,19 @@ def test_merge_writes_the_whole_pipeline_and_it_draws_what_base_plus_artifact_dr
     expected = draw(base)
     assert not torch.allclose(expected, plain, atol=1e-4)
     torch.testing.assert_close(draw(merged), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_audit_runs_on_an_sd_directory_without_identities_json(t2i_dir, tmp_path):
+    """A real SD checkpoint has no identities.json: the person is a name, the judge's photos a folder (here the
+    embedded synthetic people)."""
+    from legato_pl.audit import AuditSettings, run_audit
+
+    from conftest import pixel_encoder
+
+    assert not (t2i_dir / "identities.json").exists()
+    module = UnlearningModule(str(t2i_dir), method=tiny())
+    module.method.save(tmp_path / "art", base_model=str(t2i_dir))
+    settings = AuditSettings(samples=2, sampling_steps=2, inversion_steps=1, relearn_k=(1,), relearn_unrelated=0,
+                             relearn_steps=1, relearn_eval_every=1, prompt_attack_steps=0)
+    result = run_audit(str(t2i_dir), str(tmp_path / "art"), "person_01", None, pixel_encoder, settings)
+    assert {"acc_base", "acc_unlearned"} <= set(result.plain) and "auc_after" in result.membership_inference
