@@ -33,6 +33,7 @@ from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
 from harness import (
+    DEV_PEOPLE,
     add_unlearning_args,
     base_fingerprint,
     check_cached_fit,
@@ -78,7 +79,7 @@ METHODS = {
     "lora": [*NO_STOP, METHOD, "legato_pl.methods.LoRA"],
     "full": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
 }
-FORGET = ["George_W_Bush", "Tony_Blair", "Serena_Williams"]
+FORGET = DEV_PEOPLE  # the dev people: every default was tuned on them
 # per-sample values whose mean is the metric: (metric, row value, forget rows?)
 ROW_MEANS = [("acc_forget", "correct", True), ("acc_retain", "correct", False), ("ID_forget", "id_cos", True),
              ("ID_retain", "id_cos", False), ("moved_forget", "moved", True),

@@ -146,6 +146,19 @@ def check_cached_fit(fit: dict, base: str | Path, run: Path, key: str) -> None:
                          f"--steps changed since): remove {run} or pass another --work")
 
 
+DEV_PEOPLE = ["George_W_Bush", "Tony_Blair", "Serena_Williams"]  # every default, sweep and ablation is tuned on them
+SPLIT_FILE = REPO / "benchmarks" / "people_split.json"
+SPLIT_SEED = 2026
+
+
+def draw_test_people(names: list[str], n: int = 3, seed: int = SPLIT_SEED) -> list[str]:
+    """The test people: ``n`` drawn by ``seed`` from the people who are not dev people (sorted first), once,
+    before any fit on them; headline numbers are reported on them only (``benchmarks/people_split.json``)."""
+    import random
+
+    return random.Random(seed).sample(sorted(set(names) - set(DEV_PEOPLE)), n)
+
+
 def git_commit() -> str:
     """The commit of the code that makes a result (``-dirty`` when tracked files differ from it)."""
     def git(*args: str) -> str:

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-from compare_methods import FORGET as DEV_PEOPLE
 from compare_methods import METHODS, base_samples, scores, seeds_for
 from safetensors.torch import load_file
 
@@ -42,6 +41,7 @@ from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
 from harness import (
+    DEV_PEOPLE,
     add_unlearning_args,
     base_fingerprint,
     check_cached_fit,

@@ -48,6 +48,9 @@ VARIANTS = {
     "legato_last2": {"stages": ["up_blocks.2", "up_blocks.3"]},
     "legato_ckpt": {"stages": "up", "checkpointing": True},
     "legato_adjoint": {"stages": "up", "adjoint": True},
+    # the frozen UNet in bf16, what trains in fp32 (UnlearningModule's base_dtype): results key "methods_bf16_base"
+    "legato_bf16_base": {"stages": "up", "base_dtype": "bf16"},
+    "lora_bf16_base": {"base_dtype": "bf16"},
 }
 
 
@@ -67,21 +70,27 @@ def worker(a: argparse.Namespace) -> dict:
     if spec.get("checkpointing"):
         unet.enable_gradient_checkpointing()
     ode = {"legato": Legato, "residual": Residual}.get(name)
+    half = torch.bfloat16 if spec.get("base_dtype") == "bf16" else None
+    if half is not None:
+        unet.to(half)
     method = build_method(functools.partial(ode, adapter=config) if ode else name, unet)
     params = method.trainable_parameters()
+    for p in params:  # what trains stays fp32 on a half-precision base
+        p.data = p.data.float()
     opt = torch.optim.AdamW(params, lr=1e-4)
     b = a.batch
     size, width = unet.config.sample_size, unet.config.cross_attention_dim
-    x = torch.randn(b, unet.config.in_channels, size, size)
+    dtype = half or torch.float32
+    x = torch.randn(b, unet.config.in_channels, size, size).to(dtype)
     t = torch.randint(0, 1000, (b,))
-    text = torch.randn(b, 77, width)
+    text = torch.randn(b, 77, width).to(dtype)
     stamps = []
     for _ in range(a.warmup + a.steps):
         start = time.perf_counter()
         with torch.no_grad(), method.teacher() as teacher:
             target = teacher(x, t, encoder_hidden_states=text).sample
         unet.train(bool(spec.get("checkpointing")))  # diffusers checkpoints only in train mode (dropout is 0)
-        loss = (unet(x, t, encoder_hidden_states=text).sample - target).square().mean()
+        loss = (unet(x, t, encoder_hidden_states=text).sample.float() - target.float()).square().mean()
         loss = loss + 0.1 * sum(s.diff(dim=0).square().mean() for s in method.trajectory_states().values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,8 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     previous = Path(a.out) / "sd_scale_cost.json"
     if a.update and previous.is_file():  # the other variants keep the command and commit that made them
         before = json.loads(previous.read_text())
-        results = {k: {"command": before["command"], "commit": before.get("commit"), **r}
-                   for k, r in before["methods"].items()}
+        earlier = {**before["methods"], **{f"{k}_bf16_base": r for k, r in before.get("methods_bf16_base", {}).items()}}
+        results = {k: {"command": before["command"], "commit": before.get("commit"), **r} for k, r in earlier.items()}
     unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     limit = int(a.memory_limit_gb * 2**30)
     for variant in a.variants:
@@ -145,9 +154,11 @@ def main(argv: list[str] | None = None) -> dict:
             r["ratio_time_vs_full"] = r["seconds_per_step"] / full["seconds_per_step"]
             r["ratio_mem_vs_full"] = r["peak_rss_mb"] / full["peak_rss_mb"]
     unet_params = next((r["unet_params"] for r in results.values() if "unet_params" in r), None)
+    bf16 = {k.removesuffix("_bf16_base"): r for k, r in results.items() if k.endswith("_bf16_base")}
     out = {"command": command, "commit": git_commit(),
            "unet_params": unet_params, "batch": a.batch, "latent_size": unet_config["sample_size"], "steps_timed": a.steps,
-           "adapter": ADAPTER, "methods": results}
+           "adapter": ADAPTER, "methods": {k: r for k, r in results.items() if not k.endswith("_bf16_base")},
+           "methods_bf16_base": bf16}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sd_scale_cost.json").write_text(json.dumps(out, indent=1) + "\n")

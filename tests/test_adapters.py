@@ -303,6 +303,21 @@ def test_adapters_follow_the_unet_dtype(tmp_path, dtype):
     assert {p.dtype for p in loaded.parameters()} == {dtype}
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_half_precision_states_integrate_on_an_fp32_time_grid(dtype, method):
+    """At strength 0.2505 the grid ends 0.4, 0.4008: one number in bf16 (torchdiffeq refused the grid as not
+    increasing, Euler took a zero step). The grid stays fp32; the result is the fp32 solve's within half precision."""
+    torch.manual_seed(0)
+    adapter = ODEAdapter(8, ODEAdapterConfig(hidden=8, condition="none", method=method))
+    torch.nn.init.normal_(adapter.field.out.weight, std=0.3)
+    h = torch.randn(2, 8, 4, 4)
+    expected, _ = adapter(h, strength=0.2505)
+    out, states = adapter.to(dtype)(h.to(dtype), strength=0.2505)
+    assert out.dtype == dtype and states.shape[0] == len(time_grid(0.2505 * 1.6, 0.4))
+    torch.testing.assert_close(out.float(), expected, rtol=0.02, atol=0.02)
+
+
 def test_solver_names_match_torchdiffeq():
     """We list torchdiffeq's solvers to validate configs without importing its private modules."""
     from torchdiffeq._impl.odeint import SOLVERS as torchdiffeq_solvers

@@ -158,6 +158,34 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
 
 
 @pytest.mark.slow
+def test_gold_standard_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
+    """A reference retrained without the person (its class kept, no photo of them), then base, reference and a
+    method measured alike, with gaps to the reference."""
+    monkeypatch.chdir(REPO)
+    from gold_standard import main
+
+    args = _tiny_args(tiny_lfw_base, tmp_path, faces_root)
+    args[args.index("--unlearn-args") + 1] += " --data.init_args.heldout_fraction 0.3"
+    main([*args, "--reference", str(tmp_path / "reference"), "--pretrain-args",
+          TINY_PRETRAIN + " --trainer.max_steps 3", "--people", "Colin_Powell", "--methods", "legato",
+          "--samples", "2", "--inversion-steps", "2", "--relearn-k", "1", "--relearn-steps", "2",
+          "--relearn-eval-every", "1", "--resamples", "20"])
+    saved = json.loads((tmp_path / "results" / "gold_standard.json").read_text())
+    assert saved["reference"]["excluded"] == ["Colin_Powell"]
+    assert json.loads((tmp_path / "reference" / "identities.json").read_text()) == json.loads(
+        (tiny_lfw_base / "identities.json").read_text())  # the class stays; its photos were never seen
+    entry = saved["per_identity"]["Colin_Powell"]
+    for row in (entry["base"], entry["reference"], entry["methods"]["legato"]):
+        for key in ("acc_own", "face_rate", "moved", "inversion_acc", "mia_auc", "acc_retain"):
+            lo, hi = row[f"{key}_ci"]
+            assert 0 <= row[key] <= 1 and lo <= hi, (key, row)
+        assert set(row["relearn_steps"]) == {"1"}
+    assert entry["base"]["moved"] == 0  # the base against itself
+    value, lo, hi = entry["methods"]["legato"]["gap"]["acc_own"]
+    assert lo <= value <= hi or lo == hi
+
+
+@pytest.mark.slow
 def test_lfw_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     monkeypatch.chdir(REPO)
     from lfw_unlearning import main
@@ -192,8 +220,9 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
               "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
               "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "norm_num_groups": 8}
     out = main(["--unet-config", json.dumps(config), "--steps", "1", "--warmup", "0", "--out", str(tmp_path),
-                "--variants", "full", "lora", "legato", "legato_ckpt"])
+                "--variants", "full", "lora", "legato", "legato_ckpt", "legato_bf16_base"])
     methods = out["methods"]
+    assert set(out["methods_bf16_base"]) == {"legato"} and "error" not in out["methods_bf16_base"]["legato"]
     assert all("error" not in r for r in methods.values()), methods
     assert methods["full"]["ratio_time_vs_full"] == 1.0 and methods["full"]["trainable_params"] == out["unet_params"]
     assert 0 < methods["legato"]["trainable_params"] < methods["full"]["trainable_params"]
@@ -201,6 +230,7 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
     # --update reruns only the given variants and keeps the others (e.g. full alone, with more memory)
     again = main(["--unet-config", json.dumps(config), "--steps", "1", "--warmup", "0", "--out", str(tmp_path),
                   "--variants", "legato_adjoint", "--update"])
+    assert set(again["methods_bf16_base"]) == {"legato"}  # kept by --update
     assert set(again["methods"]) == {*methods, "legato_adjoint"} and "--update" in again["command"]
     assert again["methods"]["legato_adjoint"]["command"] == again["command"]
     assert again["methods"]["legato"]["command"] != again["command"]  # the first run's variants keep their command

@@ -126,3 +126,59 @@ def test_unreadable_image_is_named(tmp_path):
 def test_missing_root_is_refused(tmp_path):
     with pytest.raises(LegatoInputError, match="does not exist"):
         IdentityImages(str(tmp_path / "nowhere"), 8, 0.2)
+
+
+def test_pretraining_without_excluded_people_keeps_their_class_but_not_their_photos():
+    """The gold-standard reference: the excluded person's class exists and no batch ever holds their photos."""
+    from legato_pl.data import IdentityPretrainDataModule
+
+    dm = IdentityPretrainDataModule(image_size=8, batch_size=8, num_synthetic_identities=4,
+                                    synthetic_images_per_identity=8, exclude=["person_02"])
+    dm.setup()
+    assert dm.class_names == ["person_00", "person_01", "person_02", "person_03"]
+    _, labels = dm.train_dataloader().dataset.dataset.tensors
+    assert 2 not in labels.tolist() and set(labels.tolist()) == {0, 1, 3}
+    everyone = IdentityPretrainDataModule(image_size=8, batch_size=8, num_synthetic_identities=4,
+                                          synthetic_images_per_identity=8)
+    assert set(everyone.train_dataloader().dataset.dataset.tensors[1].tolist()) == {0, 1, 2, 3}
+    with pytest.raises(LegatoInputError, match="unknown identity 'nobody' in exclude"):
+        IdentityPretrainDataModule(image_size=8, num_synthetic_identities=2, exclude=["nobody"]).setup()
+
+
+def test_the_test_people_are_the_committed_draw(faces_root):
+    """benchmarks/people_split.json is what its rule draws (a changed rule or file fails here)."""
+    import json
+    import sys
+
+    from legato_pl.data.folder import scan_identity_folder
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from harness import DEV_PEOPLE, SPLIT_FILE, draw_test_people
+
+    split = json.loads(SPLIT_FILE.read_text())
+    assert split["dev"] == DEV_PEOPLE
+    assert split["test"] == draw_test_people(sorted(scan_identity_folder(faces_root)), seed=split["seed"])
+    assert not set(split["test"]) & set(DEV_PEOPLE)
+
+
+def test_batch_size_must_divide_over_the_processes():
+    from types import SimpleNamespace
+
+    dm = IdentityDataModule(forget="person_01", image_size=8, batch_size=4, num_synthetic_identities=3,
+                            synthetic_images_per_identity=8)
+    dm.trainer = SimpleNamespace(world_size=3, global_step=0, global_rank=0, accumulate_grad_batches=1)
+    with pytest.raises(LegatoInputError, match="batch_size 4 is the global batch: it must divide evenly over the 3"):
+        dm.setup("fit")
+    dm.trainer.world_size = 2
+    dm.setup("fit")
+
+
+def test_a_base_models_content_fingerprint_follows_its_weights(tiny_base_dir):
+    from legato_pl.models import load_base_model
+
+    base = load_base_model(tiny_base_dir)
+    same = load_base_model(tiny_base_dir).content_fingerprint()
+    assert base.content_fingerprint() == same
+    with torch.no_grad():
+        next(base.unet.parameters()).view(-1)[0] += 1e-3
+    assert base.content_fingerprint() != same

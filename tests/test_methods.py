@@ -233,3 +233,32 @@ def test_lora_artifact_loads_in_plain_diffusers(tmp_path):
         ours = tiny_condition_unet()
         load_method(ours, tmp_path / "lora")  # and our one loader reads it back
         torch.testing.assert_close(ours(x, t, encoder_hidden_states=text).sample, expected)
+
+
+@pytest.mark.parametrize("method", ["legato", "lora"])
+def test_a_half_precision_frozen_base_trains_fp32_parameters(tiny_base_dir, tmp_path, method):
+    """base_dtype bf16: the frozen UNet in bf16, what trains in fp32; the adapted model starts at the base exactly."""
+    from test_unlearning import _batch
+
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(method), base_dtype="bf16")
+    assert {p.dtype for p in module.unet.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert {p.dtype for p in module.method.trainable_parameters()} == {torch.float32}
+    x, t, y = torch.randn(2, 3, 16, 16, dtype=torch.bfloat16), torch.tensor([5, 50]), torch.tensor([1, 2])
+    with torch.no_grad():
+        with module.method.teacher() as teacher:
+            base = teacher(x, t, class_labels=y).sample
+        assert torch.equal(module.unet(x, t, class_labels=y).sample, base)
+    loss = module.total_loss(module.compute_losses(_batch()))
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in module.method.trainable_parameters()]
+    assert all(g is not None and g.dtype == torch.float32 for g in grads)
+    module.method.save(tmp_path / "art")
+    load_method(load_base_model(tiny_base_dir).unet, tmp_path / "art")  # onto an fp32 pipeline
+
+
+def test_base_dtype_refusals(tiny_base_dir):
+    with pytest.raises(ValueError, match="base_dtype must be one of"):
+        UnlearningModule(str(tiny_base_dir), method=tiny(), base_dtype="int8")
+    with pytest.raises(ValueError, match="full fine-tune trains the UNet itself"):
+        UnlearningModule(str(tiny_base_dir), method=tiny("full"), base_dtype="fp16")

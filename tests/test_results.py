@@ -19,8 +19,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 # Files the lead engineer regenerates (issue 26): each is reported as an expected failure with its reason, so it
 # stays visible; once a file passes, the test fails until it is removed from this list.
 TO_REGENERATE = {
-    "sd_scale_cost.json": "two commands in one field and no commit; content left to the lead",
-    "scaling.json": "no commit field; content left to the lead",
 }
 
 

@@ -165,6 +165,15 @@ def test_data_free_erasure_trains_on_the_models_own_generations(t2i_dir, tmp_pat
     again = make()
     again.setup("fit")
     assert torch.equal(again.data.train["Jane Doe"], dm.data.train["Jane Doe"])
+    # the cache is the model's content, not its path: a copy elsewhere reads it (prepare_data, as a fit calls it)
+    import shutil
+
+    shutil.copytree(t2i_dir, tmp_path / "moved")
+    moved = GeneratedIdentityDataModule(str(tmp_path / "moved"), forget="Jane Doe", retain=["John Roe", "Ann Poe"],
+                                        images_per_identity=4, image_size=16, batch_size=2, num_inference_steps=2,
+                                        cache_dir=str(tmp_path / "cache"))
+    moved.prepare_data()
+    assert len(list((tmp_path / "cache").iterdir())) == 1
     with pytest.raises(ValueError, match="needs retain names"):
         GeneratedIdentityDataModule(str(t2i_dir), forget="Jane Doe", image_size=16).setup("fit")
 
@@ -318,3 +327,81 @@ def test_name_separation_gives_each_name_its_own_direction():
     assert losses[-1] < 0.2 * losses[0]
     assert share(train) > 0.5 > before
     assert share(unseen) > before_unseen + 0.3
+
+
+def test_a_v_prediction_base_unlearns_and_strength_zero_stays_exact(tmp_path):
+    """SD 2.x style: the scheduler predicts v. The objective compares teacher and student outputs in the model's own
+    parameterisation, the sampler reads prediction_type: the forget term falls and strength 0 is the base."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(0)
+    pipe = build_text_to_image({**UNET, "sample_size": 8}, TEXT, VAE, num_train_timesteps=100)
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    pipe.save_pretrained(str(tmp_path / "v"))
+    module = UnlearningModule(str(tmp_path / "v"), method=tiny(), forget_target="negative", eta=2.0,
+                              w_retain=0.0, w_trajectory=0.0, w_adjacency=0.0)
+    assert module.scheduler.config.prediction_type == "v_prediction"
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=8)
+    dm.setup("fit")
+    module.bind_data(dm)
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    opt = torch.optim.Adam(module.method.trainable_parameters(), lr=1e-2)
+    values = []
+    for _ in range(10):
+        losses = module.compute_losses(batch, noise_step=0)  # the same draws: a deterministic objective
+        values.append(losses["forget"].item())
+        opt.zero_grad()
+        module.total_loss(losses).backward()
+        opt.step()
+    assert values[-1] < 0.7 * values[0], values
+    base = load_base_model(tmp_path / "v")
+    base.use_identities(dm.class_names, "the test")  # a text model draws whoever is named
+    labels = torch.tensor([1, 2])
+    with module.method.at_strength(0.0):
+        at_zero = sample(module.unet, module.scheduler, labels, conditioning=module.conditioning, num_inference_steps=2)
+    assert torch.equal(at_zero, sample(base.unet, base.scheduler, labels, conditioning=base.conditioning,
+                                       num_inference_steps=2))
+
+
+def test_merge_writes_the_whole_pipeline_and_it_draws_what_base_plus_artifact_draws(t2i_dir, tmp_path):
+    """merge on an SD-layout base: DiffusionPipeline.from_pretrained loads the result (text encoder, tokenizer,
+    VAE, scheduler kept) and it draws the same images as the base with the LoRA artifact loaded."""
+    from legato_pl.cli.merge import merge_artifact
+    from legato_pl.models.text_to_image import load_text_to_image
+
+    module = UnlearningModule(str(t2i_dir), method=tiny("lora"))
+    for p in module.method.trainable_parameters():
+        torch.nn.init.normal_(p, std=0.1)  # a trained-looking LoRA (B is zero at init)
+    module.method.save(tmp_path / "lora", base_model=str(t2i_dir))
+    merge_artifact(str(t2i_dir), str(tmp_path / "lora"), tmp_path / "merged")
+
+    def draw(pipe) -> torch.Tensor:  # the denoised UNet input (a pixel-space toy has no VAE to decode with)
+        size = pipe.unet.config.sample_size * (pipe.vae_scale_factor if pipe.vae is not None else 1)
+        return pipe("a photo of person 01", num_inference_steps=2, height=size, width=size, output_type="latent",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    merged, _ = load_text_to_image(tmp_path / "merged")  # DiffusionPipeline.from_pretrained, absent parts as None
+    assert type(merged).__name__ == "StableDiffusionPipeline"
+    base, _ = load_text_to_image(t2i_dir)
+    plain = draw(base)
+    load_method(base.unet, tmp_path / "lora")
+    expected = draw(base)
+    assert not torch.allclose(expected, plain, atol=1e-4)
+    torch.testing.assert_close(draw(merged), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_audit_runs_on_an_sd_directory_without_identities_json(t2i_dir, tmp_path):
+    """A real SD checkpoint has no identities.json: the person is a name, the judge's photos a folder (here the
+    embedded synthetic people)."""
+    from legato_pl.audit import AuditSettings, run_audit
+
+    from conftest import pixel_encoder
+
+    assert not (t2i_dir / "identities.json").exists()
+    module = UnlearningModule(str(t2i_dir), method=tiny())
+    module.method.save(tmp_path / "art", base_model=str(t2i_dir))
+    settings = AuditSettings(samples=2, sampling_steps=2, inversion_steps=1, relearn_k=(1,), relearn_unrelated=0,
+                             relearn_steps=1, relearn_eval_every=1, prompt_attack_steps=0)
+    result = run_audit(str(t2i_dir), str(tmp_path / "art"), "person_01", None, pixel_encoder, settings)
+    assert {"acc_base", "acc_unlearned"} <= set(result.plain) and "auc_after" in result.membership_inference

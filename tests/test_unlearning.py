@@ -181,3 +181,49 @@ def test_method_accepts_name_class_partial_and_spec(tiny_base_dir):
         UnlearningModule(str(tiny_base_dir), method={"class_path": "legato_pl.methods.Nope"})
     with pytest.raises(ValueError, match="not an UnlearningMethod"):
         UnlearningModule(str(tiny_base_dir), method=lambda unet: unet)
+
+
+def test_16_mixed_with_a_grad_scaler_trains_and_an_overflow_step_is_not_fatal(tiny_base_dir, tmp_path):
+    """Under 16-mixed the grad scaler skips a step whose gradients overflowed (and lowers its scale): the
+    non-finite guard leaves that to it; without a scaler an infinite gradient still stops the fit."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.plugins import MixedPrecision
+
+    def trainer(**kw) -> pl.Trainer:
+        return pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, **kw)
+
+    scaled = trainer(plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))])
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), output_dir=str(tmp_path / "fp16"))
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=8)
+    scaled.fit(module, datamodule=dm)
+    assert scaled.global_step == 3 and all(torch.isfinite(p).all() for p in module.method.trainable_parameters())
+    p = module.method.trainable_parameters()[0]
+    p.grad = torch.full_like(p, float("inf"))
+    module.on_before_optimizer_step(None)  # the scaler's to skip
+    module.trainer = trainer(precision="bf16-mixed")  # no scaler: nothing would skip it
+    with pytest.raises(FloatingPointError, match="not finite"):
+        module.on_before_optimizer_step(None)
+
+
+def test_accumulated_micro_batches_each_get_their_own_data_and_noise(tiny_base_dir, tmp_path):
+    import lightning.pytorch as pl
+
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), output_dir=str(tmp_path / "out"))
+    seen = []
+    compute = module.compute_losses
+
+    def recording(batch, noise_step=None):
+        seen.append((noise_step, float(batch["forget_images"].sum()), float(batch["retain_images"].sum())))
+        return compute(batch, noise_step)
+
+    module.compute_losses = recording
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=16)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, accumulate_grad_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    assert [s[0] for s in seen] == [0, 1, 2, 3]  # two optimizer steps of two micro-batches, four noise draws
+    assert len({s[2] for s in seen}) == 4, "an accumulated micro-batch repeated another's retain photos"

@@ -31,7 +31,7 @@ def euler(field: nn.Module, h: Tensor, t: Tensor) -> Tensor:
     per-step slice writes cost the backward a copy of every state at every step."""
     states = [h]
     for t0, t1 in zip(t[:-1], t[1:]):
-        h = h + (t1 - t0) * field(t0, h)
+        h = h + (t1 - t0).to(h.dtype) * field(t0, h)  # the step in the grid's fp32, then the state's dtype
         states.append(h)
     return torch.stack(states)
 
@@ -98,7 +98,9 @@ class ODEAdapter(nn.Module):
         if strength <= 0.0:
             return h, h.unsqueeze(0)
         cfg = self.config
-        t = torch.tensor(time_grid(strength * cfg.t_end, cfg.step_size), dtype=h.dtype, device=h.device)
+        # the grid in fp32 at least whatever the state's dtype: in bf16 0.4 and 0.4008 (strength 0.2505) are one number
+        grid_dtype = torch.promote_types(h.dtype, torch.float32)
+        t = torch.tensor(time_grid(strength * cfg.t_end, cfg.step_size), dtype=grid_dtype, device=h.device)
         solve = odeint_adjoint if cfg.adjoint else odeint
         # fixed-grid solvers step exactly between the grid points we asked for; tolerances steer adaptive ones
         self.field.condition = condition

@@ -134,8 +134,10 @@ class ODEAdapters(StrengthKnob, nn.Module):
             if temb is not None and self._prompt is not None:  # text UNets: what is drawn is in the prompt
                 temb = torch.cat([temb, self._prompt.to(temb.dtype).expand(temb.shape[0], -1)], dim=1)
             condition = adapter.condition_from(self._timestep, temb, h.shape[0])
-            h_new, states = adapter(h, self._strength, condition)
+            dtype = adapter.field.inp.weight.dtype  # fp32 adapters on a half-precision base: in and out casts
+            h_new, states = adapter(h.to(dtype), self._strength, condition)
             self._states[name] = states
+            h_new = h_new.to(h.dtype)
             if h_new.stride() != h.stride():  # keep the memory layout, so downstream kernels are unchanged
                 h_new = torch.empty_like(h).copy_(h_new)
             h = h_new

@@ -122,6 +122,7 @@ def run_audit(
     out: str | Path | None = None,
     base_cache: str | Path | None = None,
     update_card: bool = True,
+    device: str | torch.device = "cpu",
 ) -> AuditResult:
     """Every attack on the ``artifact`` (any method) and on the base, for identity ``forget``.
 
@@ -129,20 +130,22 @@ def run_audit(
     the adversarial prompt search, with the prompt templates of ``settings`` (the fit's, ideally).
     ``base_cache``: a directory where the base model's side of every attack is kept and reused when the base,
     person, photos, judge and settings are the same, so auditing several methods pays for it once.
-    ``update_card``: write the verdicts into the artifact's model card (``README.md``).
+    ``update_card``: write the verdicts into the artifact's model card (``README.md``). ``device``: where the
+    models run (the judge's encoder stays on the CPU).
     """
     s = settings or AuditSettings()
     start = time.perf_counter()
     templates = list(s.prompt_templates) or None
 
     def fresh(unlearned: bool):
-        unet = load_base_model(base_model, prompt_templates=templates).unet.eval()
+        unet = load_base_model(base_model, prompt_templates=templates).unet.eval().to(device)
         return unet, (load_method(unet, artifact, strength=1.0) if unlearned else None)
 
     base = load_base_model(base_model, prompt_templates=templates)
     conditioning = base.conditioning
     if conditioning is None:
         raise LegatoInputError(f"{base_model} is unconditional: there is no identity to audit")
+    conditioning.to(device)
     base.use_identities([forget], f"base model {base_model}")  # a class model must know the person
     meta = read_method_file(artifact)
     size = base.unet.config.sample_size * conditioning.latent_factor

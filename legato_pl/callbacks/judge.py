@@ -38,4 +38,5 @@ def identity_judge(trainer: pl.Trainer, module: pl.LightningModule, encoder: str
         raise LegatoInputError(f"forget identity {missing[0]!r} has no held-out photos to judge samples against "
                                "(set data heldout_fraction > 0)")
     judge = load_encoder(encoder) if isinstance(encoder, str) else encoder
-    return UnlearningMetrics(judge, real, [to_base[n] for n in dm.forget], face_rate=face_rate)
+    # on the module's device: DDP all-gathers metric states where the module lives (NCCL refuses CPU tensors)
+    return UnlearningMetrics(judge, real, [to_base[n] for n in dm.forget], face_rate=face_rate).to(module.device)

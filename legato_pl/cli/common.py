@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+import torch
+
 from legato_pl.errors import LegatoInputError
 
 INPUT_ERROR_EXIT = 2
@@ -38,6 +40,25 @@ def add_artifact_argument(parser: argparse.ArgumentParser, required: bool, help:
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument("--artifact", help=help)
     group.add_argument("--adapters", dest="artifact", action=_DeprecatedArtifact, help=argparse.SUPPRESS)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="where the models run: cpu, cuda, cuda:1, mps (default cpu)")
+
+
+def check_device(name: str) -> torch.device:
+    """``name`` as a device this machine has (one line naming what is missing otherwise)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise LegatoInputError(f"--device {name!r} is not a device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise LegatoInputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LegatoInputError(f"--device {name}: MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise LegatoInputError(f"--device {name}: legato_pl runs on cpu, cuda or mps")
+    return device
 
 
 def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[argparse.Namespace], Any]

@@ -8,20 +8,31 @@ ODE adapters (``legato``, ``residual``) cannot be merged (a nonlinear flow is no
 from __future__ import annotations
 
 import argparse
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from legato_pl.cli.common import Parser, add_artifact_argument, run_parsed
 from legato_pl.methods import load_method
-from legato_pl.models.base import load_base_model, save_base_model
+from legato_pl.models.base import IDENTITIES_FILE, load_base_model, save_base_model
+from legato_pl.models.text_to_image import load_text_to_image
 
 
 def merge_artifact(base_model: str, artifact: str, out: str | Path, strength: float = 1.0) -> Path:
-    """Write ``base_model`` with the artifact merged into its UNet at ``strength`` to ``out``."""
+    """Write ``base_model`` with the artifact merged into its UNet at ``strength`` to ``out``: the whole pipeline
+    (an SD / SDXL base keeps its text encoders, tokenizers, VAE and scheduler), loadable with
+    ``DiffusionPipeline.from_pretrained``."""
     base = load_base_model(base_model)
-    method = load_method(base.unet, artifact, strength=strength)
-    unet = method.merge()
-    return save_base_model(out, unet, base.scheduler, base.identities)
+    if base.text is None:
+        unet = load_method(base.unet, artifact, strength=strength).merge()
+        return save_base_model(out, unet, base.scheduler, base.identities)
+    pipe, _ = load_text_to_image(base_model)
+    load_method(pipe.unet, artifact, strength=strength).merge()  # in place: pipe.unet is the merged UNet
+    pipe.save_pretrained(str(out))
+    identities = Path(base_model) / IDENTITIES_FILE
+    if identities.is_file():
+        shutil.copy(identities, Path(out) / IDENTITIES_FILE)
+    return Path(out)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from legato_pl.cli.common import Parser, add_artifact_argument, run_parsed
+from legato_pl.cli.common import Parser, add_artifact_argument, add_device_argument, check_device, run_parsed
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import load_method
 from legato_pl.models.base import load_base_model
@@ -25,6 +25,7 @@ def sample_grid(
     seed: int = 0,
     guidance_scale: float = 3.0,
     steps: int = 25,
+    device: str = "cpu",
 ) -> torch.Tensor:
     """``[len(strengths), len(identities) * per_identity, C, H, W]``: rows share their seeds.
 
@@ -36,13 +37,16 @@ def sample_grid(
         strengths = [0.0, 1.0] if artifact else [0.0]
     if artifact is None and any(s != 0.0 for s in strengths):
         raise LegatoInputError("strengths other than 0 need --artifact (without one the base model is drawn)")
+    device = check_device(device)
     base = load_base_model(base_model)
     base.use_identities(identities, f"base model {base_model}")
-    unet = base.unet.eval()
+    unet = base.unet.eval().to(device)
+    if base.text is not None:
+        base.text.to(device)
     method = load_method(unet, artifact) if artifact else None
     labels = torch.tensor([base.identities.index(n) for n in identities]).repeat_interleave(per_identity)
     rows = [sample(unet, base.scheduler, labels, conditioning=base.conditioning, guidance_scale=guidance_scale,
-                   num_inference_steps=steps, seed=seed, method=method, strength=s if method else None)
+                   num_inference_steps=steps, seed=seed, method=method, strength=s if method else None).cpu()
             for s in strengths]
     return torch.stack(rows)
 
@@ -61,12 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance_scale", type=float, default=3.0)
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--out", default="samples.png", help="PNG: one row per strength")
+    add_device_argument(p)
     return p
 
 
 def _run(a: argparse.Namespace) -> Path:
     grid = sample_grid(a.base_model, a.identities, a.artifact, a.strengths, a.per_identity, a.seed,
-                       a.guidance_scale, a.steps)
+                       a.guidance_scale, a.steps, a.device)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid.flatten(0, 1) * 0.5 + 0.5, out, nrow=grid.shape[1])

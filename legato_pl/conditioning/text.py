@@ -18,6 +18,35 @@ def display_name(identity: str) -> str:
     return identity.replace("_", " ")
 
 
+def soft_encode(tokenizer, text_encoder: nn.Module, text: str, vectors: Tensor, **kwargs):
+    """``text_encoder``'s output for ``text`` whose i-th ``<*>`` is the input embedding ``vectors[i]``."""
+    pieces = text.split(SOFT_TOKEN)
+    if len(pieces) - 1 != len(vectors):
+        raise ValueError(f"{len(pieces) - 1} {SOFT_TOKEN} in {text!r} for {len(vectors)} vectors")
+    ids, slots = [tokenizer.bos_token_id], []
+    for i, piece in enumerate(pieces):
+        ids += tokenizer(piece.strip(), add_special_tokens=False).input_ids if piece.strip() else []
+        if i < len(vectors):
+            slots.append(len(ids))
+            ids.append(tokenizer.eos_token_id)  # a placeholder: its embedding is replaced
+    ids.append(tokenizer.eos_token_id)
+    if len(ids) > tokenizer.model_max_length:
+        raise ValueError(f"{text!r} is longer than the text encoder's {tokenizer.model_max_length} tokens")
+    ids += [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(ids))
+    device = next(text_encoder.parameters()).device
+
+    def put(module, args, output):
+        output = output.clone()
+        output[:, slots] = vectors.to(output.device, output.dtype)
+        return output
+
+    handle = text_encoder.get_input_embeddings().register_forward_hook(put)
+    try:
+        return text_encoder(torch.tensor([ids], device=device), **kwargs)
+    finally:
+        handle.remove()
+
+
 class TextConditioning(Conditioning):
     """Prompts through a frozen tokenizer + text encoder; ∅ is the empty prompt, the anchor a concept.
 
@@ -91,32 +120,7 @@ class TextConditioning(Conditioning):
     def soft_states(self, text: str, vectors: Tensor) -> Tensor:
         """``[1, tokens, width]`` states of ``text`` whose i-th ``<*>`` is the input embedding ``vectors[i]``
         instead of a token (textual-inversion / prompt-attack style); differentiable in ``vectors``."""
-        pieces = text.split(SOFT_TOKEN)
-        if len(pieces) - 1 != len(vectors):
-            raise ValueError(f"{len(pieces) - 1} {SOFT_TOKEN} in {text!r} for {len(vectors)} vectors")
-        tok = self.tokenizer
-        ids, slots = [tok.bos_token_id], []
-        for i, piece in enumerate(pieces):
-            ids += tok(piece.strip(), add_special_tokens=False).input_ids if piece.strip() else []
-            if i < len(vectors):
-                slots.append(len(ids))
-                ids.append(tok.eos_token_id)  # a placeholder: its embedding is replaced
-        ids.append(tok.eos_token_id)
-        if len(ids) > tok.model_max_length:
-            raise ValueError(f"{text!r} is longer than the text encoder's {tok.model_max_length} tokens")
-        ids += [tok.pad_token_id] * (tok.model_max_length - len(ids))
-        device = next(self.text_encoder.parameters()).device
-
-        def put(module, args, output):
-            output = output.clone()
-            output[:, slots] = vectors.to(output.device, output.dtype)
-            return output
-
-        handle = self.text_encoder.get_input_embeddings().register_forward_hook(put)
-        try:
-            return self.text_encoder(torch.tensor([ids], device=device))[0]
-        finally:
-            handle.remove()
+        return soft_encode(self.tokenizer, self.text_encoder, text, vectors)[0]
 
     def soft_init(self, unet: nn.Module) -> Tensor:
         person = self.tokenizer("person", add_special_tokens=False).input_ids

@@ -90,6 +90,10 @@ class _IdentityDataModule(pl.LightningDataModule):
         self.data: IdentityImages | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise LegatoInputError(f"batch_size {self.batch_size} is the global batch: it must divide evenly over the "
+                                   f"{world} processes (each gets batch_size / {world} rows)")
         if self.data is not None:
             return
         h = self.hparams
@@ -114,10 +118,11 @@ class _IdentityDataModule(pl.LightningDataModule):
                           persistent_workers=self.hparams.num_workers > 0)
 
     def _position(self) -> tuple[int, int, int]:
+        """(first global batch, rank, world): a batch per micro-batch, so accumulated ones differ."""
         trainer = self.trainer  # None outside a fit
         if trainer is None:
             return 0, 0, 1
-        return trainer.global_step, trainer.global_rank, trainer.world_size
+        return trainer.global_step * trainer.accumulate_grad_batches, trainer.global_rank, trainer.world_size
 
     def _start_position(self) -> tuple[int, int, int]:
         _, rank, world = self._position()
@@ -125,12 +130,27 @@ class _IdentityDataModule(pl.LightningDataModule):
 
 
 class IdentityPretrainDataModule(_IdentityDataModule):
-    """Batches ``{"images", "labels"}`` over all identities, for pretraining the class-conditional base."""
+    """Batches ``{"images", "labels"}`` over all identities, for pretraining the class-conditional base.
+
+    ``exclude``: people whose photos are left out while their classes stay (the model has a label for them that
+    never sees data): the unlearning field's gold standard, a model retrained without the person.
+    """
+
+    def __init__(self, *args, exclude: list[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.exclude = list(exclude or [])
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        check_names(self.exclude, self.data.names, f"exclude (people of {self.root or 'the embedded set'})")
+        if len(set(self.exclude)) == len(self.data.names):
+            raise LegatoInputError("exclude names every identity: nothing left to train on")
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        images = torch.cat(list(self.data.train.values()))
-        labels = torch.cat([torch.full((len(v),), i) for i, v in enumerate(self.data.train.values())])
+        kept = [(i, v) for i, (name, v) in enumerate(self.data.train.items()) if name not in self.exclude]
+        images = torch.cat([v for _, v in kept])
+        labels = torch.cat([torch.full((len(v),), i) for i, v in kept])
         return self._loader(TensorDataset(images, labels))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):

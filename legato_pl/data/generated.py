@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -37,11 +38,19 @@ class GeneratedIdentityDataModule(IdentityDataModule):
         self.images_per_identity, self.guidance_scale = images_per_identity, guidance_scale
         self.num_inference_steps = num_inference_steps
 
+    def prepare_data(self) -> None:
+        """In a fit, Lightning calls this on one process: it draws the people and writes the cache (atomically);
+        every process then reads it in ``setup``."""
+        self._generations(self._names())
+
+    def _names(self) -> list[str]:
+        if not self.retain:
+            raise LegatoInputError("data-free erasure needs retain names (people the model must keep drawing)")
+        return sorted({*self.forget, *self.retain})
+
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
-            if not self.retain:
-                raise LegatoInputError("data-free erasure needs retain names (people the model must keep drawing)")
-            names = sorted({*self.forget, *self.retain})
+            names = self._names()
             images = self._generations(names)
             n_held = round(self.images_per_identity * self.hparams.heldout_fraction)
             keep = self.images_per_identity - n_held
@@ -50,17 +59,18 @@ class GeneratedIdentityDataModule(IdentityDataModule):
         super().setup(stage)
 
     def _generations(self, names: list[str]) -> dict[str, Tensor]:
-        settings = {"base_model": str(Path(self.base_model).resolve()) if Path(self.base_model).exists() else self.base_model,
-                    "names": names, "n": self.images_per_identity, "size": self.image_size, "seed": self.hparams.seed,
-                    "guidance": self.guidance_scale, "steps": self.num_inference_steps}
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        cache = self.cache_dir / f"generated_{key}.pt"
-        if cache.is_file():
-            return torch.load(cache)
         from legato_pl.models.base import load_base_model
         from legato_pl.sampling import sample
 
         base = load_base_model(self.base_model)
+        # the cache is named by what the images depend on: the model's weights (not its path) and the settings
+        settings = {"base_model": base.content_fingerprint(), "names": names, "n": self.images_per_identity,
+                    "size": self.image_size, "seed": self.hparams.seed, "guidance": self.guidance_scale,
+                    "steps": self.num_inference_steps}
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        cache = self.cache_dir / f"generated_{key}.pt"
+        if cache.is_file():
+            return torch.load(cache)
         base.use_identities(names, f"base model {self.base_model}")  # a text model draws any name
         out = {}
         for name in names:
@@ -72,5 +82,7 @@ class GeneratedIdentityDataModule(IdentityDataModule):
                 raise LegatoInputError(f"the base model draws {images.shape[-1]}px images; set image_size to it")
             out[name] = images
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(out, cache)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+        torch.save(out, partial)
+        os.replace(partial, cache)  # a reader sees the whole file or none
         return out

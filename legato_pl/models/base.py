@@ -3,18 +3,20 @@ plus ``identities.json`` (person names in class-index order; the null class is t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from torch import nn
 
 from legato_pl.conditioning import DEFAULT_TEMPLATES, ClassConditioning, Conditioning, TextConditioning
 from legato_pl.errors import LegatoInputError
-from legato_pl.models.text_to_image import is_text_to_image, load_text_to_image
+from legato_pl.models.text_to_image import TEXT_TO_IMAGE_PIPELINES, is_text_to_image, load_text_to_image
 
 IDENTITIES_FILE = "identities.json"
 
@@ -63,6 +65,17 @@ class BaseModel:
             return self.text
         return None if self.null_class is None else ClassConditioning(self.identities, self.null_class)
 
+    def content_fingerprint(self) -> str:
+        """sha256 of the weights that draw (the UNet, and a text model's encoder): changes when the model does,
+        whatever path or hub id it was loaded from."""
+        digest = hashlib.sha256()
+        modules = [self.unet] + ([self.text.text_encoder] if self.text is not None else [])
+        for module in modules:
+            for name, tensor in module.state_dict().items():
+                digest.update(name.encode() + str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def use_identities(self, names: list[str], where: str) -> None:
         """Make ``names`` the people to draw (see :meth:`Conditioning.use_identities`): a class model checks
         them against ``identities.json``, a text model takes any name."""
@@ -109,7 +122,7 @@ def load_base_model(path: str | Path, prompt_templates: list[str] | None = None,
     if unet_class != "UNet2DModel":
         raise LegatoInputError(
             f"{path}/unet is a {unet_class} in a {json.loads((path / 'model_index.json').read_text()).get('_class_name')}; "
-            "supported: DDPMPipeline with a class-conditional UNet2DModel, and StableDiffusionPipeline"
+            f"supported: DDPMPipeline with a class-conditional UNet2DModel, {', '.join(TEXT_TO_IMAGE_PIPELINES)}"
         )
     unet = UNet2DModel.from_pretrained(str(path), subfolder="unet")
     scheduler = DDPMScheduler.from_pretrained(str(path), subfolder="scheduler")
@@ -130,9 +143,16 @@ def load_base_model(path: str | Path, prompt_templates: list[str] | None = None,
 
 
 def _text_to_image_base(path: str | Path, prompt_templates: list[str] | None, anchor_prompt: str) -> BaseModel:
-    unet, scheduler, tokenizer, text_encoder, vae = load_text_to_image(path)
+    pipe, scheduler = load_text_to_image(path)
     ids_file = Path(path) / IDENTITIES_FILE
     identities = json.loads(ids_file.read_text()) if ids_file.is_file() else []
-    text = TextConditioning(tokenizer, text_encoder, identities,
-                            DEFAULT_TEMPLATES if prompt_templates is None else prompt_templates, anchor_prompt, vae)
-    return BaseModel(unet, scheduler, identities, text)
+    templates, vae = DEFAULT_TEMPLATES if prompt_templates is None else prompt_templates, getattr(pipe, "vae", None)
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL
+        from legato_pl.conditioning.sdxl import SDXLTextConditioning
+
+        text = SDXLTextConditioning((pipe.tokenizer, pipe.tokenizer_2), (pipe.text_encoder, pipe.text_encoder_2),
+                                    identities, templates, anchor_prompt, vae,
+                                    bool(pipe.config.get("force_zeros_for_empty_prompt", True)))
+    else:
+        text = TextConditioning(pipe.tokenizer, pipe.text_encoder, identities, templates, anchor_prompt, vae)
+    return BaseModel(pipe.unet, scheduler, identities, text)

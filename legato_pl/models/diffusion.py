@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -61,6 +62,13 @@ def denoising_loss(
     x_t, noise, t = add_noise(scheduler, x0, generator, rank, world)
     wanted = diffusion_target(scheduler, x0, noise, t) if target is None else target(x_t, t)
     return F.mse_loss(predict(x_t, t).float(), wanted.float())
+
+
+def micro_step(module: pl.LightningModule, batch_idx: int) -> int:
+    """The randomness index of a training micro-batch: the global step, or with ``accumulate_grad_batches`` N
+    ``global_step * N`` + the micro-batch's place in the step, so accumulated micro-batches draw their own noise."""
+    accumulate = module.trainer.accumulate_grad_batches if module._trainer is not None else 1
+    return module.global_step * accumulate + batch_idx % accumulate
 
 
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:

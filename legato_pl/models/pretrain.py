@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from legato_pl.models.base import build_unet, save_base_model
-from legato_pl.models.diffusion import denoising_loss, ema_update, step_generator
+from legato_pl.models.diffusion import denoising_loss, ema_update, micro_step, step_generator
 
 
 class PretrainBase(pl.LightningModule):
@@ -23,11 +23,11 @@ class PretrainBase(pl.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.unet.parameters())
 
-    def step_draws(self, rows: int, dropout: float) -> tuple[torch.Generator, torch.Tensor, int, int]:
-        """``(generator, dropped, rank, world)`` of this step: the seeded generator of (seed, step) and which of
-        this rank's ``rows`` lose their condition (probability ``dropout``, drawn for the global batch)."""
+    def step_draws(self, rows: int, dropout: float, batch_idx: int) -> tuple[torch.Generator, torch.Tensor, int, int]:
+        """``(generator, dropped, rank, world)`` of this micro-batch: the seeded generator of (seed, micro step) and
+        which of this rank's ``rows`` lose their condition (probability ``dropout``, drawn for the global batch)."""
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        gen = step_generator(self.hparams.seed, self.global_step, self.device)
+        gen = step_generator(self.hparams.seed, micro_step(self, batch_idx), self.device)
         drop = torch.rand(rows * world, device=self.device, generator=gen)[rank::world]
         return gen, drop < dropout, rank, world
 
@@ -96,7 +96,7 @@ class DiffusionPretrainModule(PretrainBase):
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["images"], batch["labels"]
-        gen, dropped, rank, world = self.step_draws(len(labels), self.hparams.label_dropout)
+        gen, dropped, rank, world = self.step_draws(len(labels), self.hparams.label_dropout, batch_idx)
         labels = torch.where(dropped, torch.full_like(labels, self.null_class), labels)
         loss = denoising_loss(self.scheduler, images, lambda x, t: self.unet(x, t, class_labels=labels).sample, gen,
                               rank, world)

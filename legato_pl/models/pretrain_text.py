@@ -22,7 +22,7 @@ from typing_extensions import override
 
 from legato_pl.conditioning import DEFAULT_TEMPLATES, TextConditioning
 from legato_pl.models.base import IDENTITIES_FILE
-from legato_pl.models.diffusion import denoising_loss
+from legato_pl.models.diffusion import denoising_loss, micro_step
 from legato_pl.models.name_separation import separate_names
 from legato_pl.models.pretrain import PretrainBase
 from legato_pl.models.text_to_image import build_text_to_image
@@ -103,8 +103,8 @@ class TextToImagePretrainModule(PretrainBase):
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["images"], batch["labels"]
-        gen, dropped, rank, world = self.step_draws(len(labels), self.hparams.caption_dropout)
-        choice = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        gen, dropped, rank, world = self.step_draws(len(labels), self.hparams.caption_dropout, batch_idx)
+        choice = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + micro_step(self, batch_idx))
         if self.hparams.train_text_encoder:
             self.conditioning._cache.clear()  # the encoder changes every step
             with torch.enable_grad():

@@ -14,7 +14,8 @@ from torch import nn
 
 from legato_pl.errors import LegatoInputError
 
-TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline",)  # the model_index classes we can unlearn by prompt
+# the model_index classes we can unlearn by prompt (an SDXL refiner, inpainting, ControlNet, DiT / Flux: refused)
+TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 
 
 def build_text_to_image(unet: dict[str, Any], text_encoder: dict[str, Any], vae: dict[str, Any] | None = None,
@@ -42,13 +43,39 @@ def build_text_to_image(unet: dict[str, Any], text_encoder: dict[str, Any], vae:
                                    requires_safety_checker=False)
 
 
+def build_text_to_image_xl(unet: dict[str, Any], text_encoder: dict[str, Any], text_encoder_2: dict[str, Any],
+                           vae: dict[str, Any], num_train_timesteps: int = 1000):
+    """A fresh ``StableDiffusionXLPipeline`` from configs (two CLIP text encoders, the second with a projection;
+    CLIP's real tokenizer for both, offline), the UNet's ``text_time`` addition sized to them. For tests."""
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from legato_pl.conditioning.tokenizer import offline_clip_tokenizer
+
+    tokenizer = offline_clip_tokenizer()
+    common = {"vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length}
+    first, second = CLIPTextConfig(**{**common, **text_encoder}), CLIPTextConfig(**{**common, **text_encoder_2})
+    autoencoder = AutoencoderKL(**vae)
+    time_dim = unet.get("addition_time_embed_dim", 8)
+    unet_model = UNet2DConditionModel(**{
+        "in_channels": autoencoder.config.latent_channels, "out_channels": autoencoder.config.latent_channels,
+        **unet, "cross_attention_dim": first.hidden_size + second.hidden_size, "addition_embed_type": "text_time",
+        "addition_time_embed_dim": time_dim, "projection_class_embeddings_input_dim": 6 * time_dim
+        + second.projection_dim})
+    scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="scaled_linear", clip_sample=False,
+                              steps_offset=1)
+    return StableDiffusionXLPipeline(vae=autoencoder, text_encoder=CLIPTextModel(first),
+                                     text_encoder_2=CLIPTextModelWithProjection(second), tokenizer=tokenizer,
+                                     tokenizer_2=offline_clip_tokenizer(), unet=unet_model, scheduler=scheduler)
+
+
 def is_text_to_image(path: Path) -> bool:
     index = path / "model_index.json"
     return index.is_file() and json.loads(index.read_text()).get("_class_name") in TEXT_TO_IMAGE_PIPELINES
 
 
-def load_text_to_image(path: str | Path) -> tuple[nn.Module, DDPMScheduler, Any, nn.Module, nn.Module | None]:
-    """``(unet, training scheduler, tokenizer, text_encoder, vae or None)`` of an SD-layout directory or hub id.
+def load_text_to_image(path: str | Path) -> tuple[Any, DDPMScheduler]:
+    """``(pipeline, training scheduler)`` of an SD / SDXL-layout directory or hub id.
 
     Every component is loaded in fp32 whatever dtype it is stored in (an fp16 SD checkpoint included): the
     objective trains in fp32 on CPU and GPU alike. The artifacts it writes load onto an fp16 / bf16
@@ -74,5 +101,4 @@ def load_text_to_image(path: str | Path) -> tuple[nn.Module, DDPMScheduler, Any,
     if vae is None and pipe.unet.config.in_channels != 3:
         raise LegatoInputError(f"{path}: the UNet takes {pipe.unet.config.in_channels}-channel latents but the "
                                "pipeline has no VAE to encode photos")
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    return pipe.unet, scheduler, pipe.tokenizer, pipe.text_encoder, vae
+    return pipe, DDPMScheduler.from_config(pipe.scheduler.config)

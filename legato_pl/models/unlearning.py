@@ -16,7 +16,7 @@ from legato_pl.errors import LegatoInputError
 from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, load_method, method_spec
 from legato_pl.methods.stack import stack_parts
 from legato_pl.models.base import downsampling_factor, load_base_model
-from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.diffusion import add_noise, micro_step, step_generator
 from legato_pl.objectives import (
     FORGET_TARGETS,
     adjacent_embeddings,
@@ -26,6 +26,10 @@ from legato_pl.objectives import (
 )
 
 VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10**9 + i: never a training step
+
+
+BASE_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+               "fp32": None, "float32": None}
 
 
 class UnlearningModule(pl.LightningModule):
@@ -52,6 +56,9 @@ class UnlearningModule(pl.LightningModule):
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
         seed: seeds the per-step noise, timesteps and adjacency draws (a function of seed, step, rank).
+        base_dtype: ``bf16`` / ``fp16``: the frozen UNet, text encoder(s) and VAE in half precision while what trains
+            stays fp32 (about half the memory of the frozen model); combine with ``precision: 32`` or
+            ``bf16-mixed``, not ``*-true`` (that casts the trained parameters too).
         previous_adapters: artifact directories of earlier removal requests, in the order they were deployed.
             They are loaded at strength 1 and frozen, so base + earlier requests is the new teacher and the new
             method trains on top of them (stackable methods only). The new artifact holds copies of them (a
@@ -75,6 +82,7 @@ class UnlearningModule(pl.LightningModule):
         previous_adapters: list[str] | None = None,
         prompt_templates: list[str] | None = None,
         anchor_prompt: str = "a person",
+        base_dtype: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -89,6 +97,15 @@ class UnlearningModule(pl.LightningModule):
                 f"{base_model} has an unconditional UNet; UnlearningModule needs class- or text-conditional identities"
             )
         self.unet = base.unet.requires_grad_(False).eval()
+        half = self._half = BASE_DTYPES.get(base_dtype, base_dtype) if base_dtype is not None else None
+        if half is not None:
+            if not isinstance(half, torch.dtype):
+                raise LegatoInputError(f"base_dtype must be one of {', '.join(BASE_DTYPES)}, got {base_dtype!r}")
+            self.unet.to(half)
+            for part in (getattr(base.conditioning, "text_encoder", None), getattr(base.conditioning, "text_encoder_2", None),
+                         getattr(base.conditioning, "vae", None)):
+                if part is not None:
+                    part.to(half)
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
@@ -104,6 +121,12 @@ class UnlearningModule(pl.LightningModule):
         if previous_adapters and not self.method.stackable:
             raise LegatoInputError(f"previous_adapters stack ODE adapters: {self.method_label} cannot train on top of them")
         self.method.on_top_of = [str(p) for p in previous_adapters or []]
+        if half is not None:
+            if self.method.name == "full":
+                raise LegatoInputError("base_dtype: the full fine-tune trains the UNet itself; it cannot stay frozen in "
+                                       "half precision (use precision: bf16-mixed instead)")
+            for p in self.method.trainable_parameters():  # what trains stays fp32 (diffusers' LoRA examples do so)
+                p.data = p.data.float()
         self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
         self.strict_loading = False  # checkpoints hold the trainable state only
 
@@ -120,6 +143,10 @@ class UnlearningModule(pl.LightningModule):
     # setup -----------------------------------------------------------------------------------
     @override
     def setup(self, stage: str) -> None:
+        root = self.trainer.strategy.root_device
+        if self._half == torch.bfloat16 and root.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise LegatoInputError(f"base_dtype {self.hparams.base_dtype}: {torch.cuda.get_device_name(root)} has no "
+                                   "bfloat16; use fp16")
         dm = self.trainer.datamodule
         if dm is None or not hasattr(dm, "class_names"):
             raise LegatoInputError(
@@ -181,6 +208,8 @@ class UnlearningModule(pl.LightningModule):
         gen = step_generator(h.seed, step, self.device)
         xf, _, tf = add_noise(self.scheduler, cond.to_latents(batch["forget_images"]), gen, rank, world)
         xr, _, tr = add_noise(self.scheduler, cond.to_latents(batch["retain_images"]), gen, rank, world)
+        dtype = next(self.unet.parameters()).dtype  # a half-precision frozen base takes its inputs in its dtype
+        xf, xr = xf.to(dtype), xr.to(dtype)
         nf, nr = len(xf), len(xr)
         partner_index = torch.arange(nf, device=self.device) % nr
         alpha = torch.rand(nf * world, device=self.device, generator=gen)[rank::world] * h.adjacency_alpha_max
@@ -206,7 +235,7 @@ class UnlearningModule(pl.LightningModule):
             if use_adj:
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
         with torch.no_grad(), self.method.teacher() as teacher_unet:
-            teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).split(
+            teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).float().split(
                 [len(x) for x in t_x]
             )
         eps_anchor_f, eps_r_c, eps_r_null = teacher[:3]
@@ -217,7 +246,8 @@ class UnlearningModule(pl.LightningModule):
         s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
         if use_adj:
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adj]
-        student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).split([len(x) for x in s_x])
+        student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).float().split(
+            [len(x) for x in s_x])
 
         losses = {
             "forget": preservation(student[0], forget_target(eps_anchor_f, eps_f_c, h.forget_target, h.eta)),
@@ -236,7 +266,7 @@ class UnlearningModule(pl.LightningModule):
 
     @override
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        losses = self.compute_losses(batch)
+        losses = self.compute_losses(batch, noise_step=micro_step(self, batch_idx))
         loss = self.total_loss(losses)
         for name, value in losses.items():
             self.log(f"train/{name}", value)
@@ -255,6 +285,8 @@ class UnlearningModule(pl.LightningModule):
 
     @override
     def on_before_optimizer_step(self, optimizer) -> None:
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return  # 16-mixed with a grad scaler: it skips a step whose gradients overflowed and lowers its scale
         for name, p in self.named_parameters():
             if p.grad is not None and not torch.isfinite(p.grad).all():
                 raise FloatingPointError(f"gradient of {name} is not finite; stopping (the last checkpoint is kept)")

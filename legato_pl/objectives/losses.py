@@ -27,8 +27,8 @@ def forget_target(eps_null: Tensor, eps_cond: Tensor | None = None, target: str 
 
 
 def preservation(eps_student: Tensor, eps_teacher: Tensor) -> Tensor:
-    """GUIDE retain/preservation term: match the frozen teacher."""
-    return F.mse_loss(eps_student, eps_teacher)
+    """GUIDE retain/preservation term: match the frozen teacher (in fp32 whatever the base's dtype)."""
+    return F.mse_loss(eps_student.float(), eps_teacher.float())
 
 
 def trajectory_consistency(trajectories: Iterable[Tensor]) -> Tensor:
