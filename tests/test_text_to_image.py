@@ -405,3 +405,10 @@ def test_audit_runs_on_an_sd_directory_without_identities_json(t2i_dir, tmp_path
                              relearn_steps=1, relearn_eval_every=1, prompt_attack_steps=0)
     result = run_audit(str(t2i_dir), str(tmp_path / "art"), "person_01", None, pixel_encoder, settings)
     assert {"acc_base", "acc_unlearned"} <= set(result.plain) and "auc_after" in result.membership_inference
+
+
+def test_a_name_that_tokenizes_to_nothing_is_refused(t2i_dir):
+    base = load_base_model(t2i_dir)
+    with pytest.raises(ValueError, match="tokenizes to nothing"):
+        base.use_identities(["Jane Doe", " _ "], "the data")
+    base.use_identities(["Jane Doe"], "the data")

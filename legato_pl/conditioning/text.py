@@ -81,6 +81,13 @@ class TextConditioning(Conditioning):
         self._cache.clear()
         return self
 
+    def use_identities(self, names: list[str], where: str) -> None:
+        """Any name is drawable, unless it tokenizes to nothing (the prompt would not name anyone)."""
+        empty = [n for n in names if not self.tokenizer(display_name(n).strip(), add_special_tokens=False).input_ids]
+        if empty:
+            raise LegatoInputError(f"the name {empty[0]!r} in {where} tokenizes to nothing: the prompt would name nobody")
+        super().use_identities(names, where)
+
     def prompt(self, label: int, template: int = 0) -> str:
         return self.templates[template].format(display_name(self.identities[label]))
 
