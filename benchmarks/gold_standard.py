@@ -51,11 +51,8 @@ from legato_pl.sampling import sample
 from harness import (
     SPLIT_FILE,
     add_unlearning_args,
-    base_fingerprint,
-    check_cached_fit,
+    cached_fit,
     command_line,
-    fit_key,
-    fit_unlearning,
     git_commit,
     markdown_table,
     run_cli,
@@ -131,6 +128,7 @@ class Bench:
         self.faces = FaceRate()
         self._metrics: dict[int, UnlearningMetrics] = {}
         self._base_accuracy: dict[str, float] = {}
+        self._base_own: dict[str, torch.Tensor] = {}
         self.sampling = {"guidance_scale": a.guidance, "num_inference_steps": a.steps_ddim}
 
     def metrics(self, label: int) -> UnlearningMetrics:
@@ -155,8 +153,7 @@ class Bench:
         seeds = [10_000 + i for i in range(a.samples)]
         unet = self.fresh(model_dir, artifact)
         own = sample(unet, self.scheduler, labels, seeds=seeds, conditioning=cond, **self.sampling)
-        base_own = sample(self.base.unet.eval(), self.scheduler, labels, seeds=seeds, conditioning=cond,
-                          **self.sampling)
+        base_own = self.base_own(person, labels, seeds)
         rows = {"acc_own": (self.judge.predict(own) == f).float(),
                 "face_rate": (self.faces.detect(own) >= self.faces.min_prob).float()}
         cos = (self.judge.embed(own) * self.judge.embed(base_own)).sum(1)
@@ -198,6 +195,13 @@ class Bench:
                         sampling=self.sampling)
             steps[str(k)] = r.steps_to_target
         return steps
+
+    def base_own(self, person: str, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """The base's samples of the person from the measurement seeds, drawn once per person."""
+        if person not in self._base_own:
+            self._base_own[person] = sample(self.base.unet.eval(), self.scheduler, labels, seeds=seeds,
+                                            conditioning=self.base.conditioning, **self.sampling)
+        return self._base_own[person]
 
     def base_accuracy(self, person: str) -> float:
         """The base's accuracy on 16 samples of the person, the relearning's reference (seed 0, as relearn evaluates)."""
@@ -253,12 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         for method in a.methods:
             run = work / person / method
             extra = [] if method == "legato" else METHODS[method]
-            if (run / "fit.json").is_file():
-                fit = json.loads((run / "fit.json").read_text())
-                check_cached_fit(fit, a.base, run, fit_key(a, person, extra))
-            else:
-                fit = {**fit_unlearning(a, person, run, extra), "base_fingerprint": base_fingerprint(a.base)}
-                (run / "fit.json").write_text(json.dumps(fit) + "\n")
+            fit = cached_fit(a, person, run, extra)
             m = bench.measure(person, Path(a.base), run / "weights", run / "measured")
             entry["methods"][method] = {**summary(m, a.resamples), "gap": gaps(m, measured["reference"], a.resamples),
                                         "steps_run": fit.get("steps_run"), "fit_seconds": fit.get("wall_time_s")}

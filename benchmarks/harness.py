@@ -114,6 +114,18 @@ def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[st
             "base_fingerprint": base_fingerprint(a.base), "fit_key": fit_key(a, forget, extra)}
 
 
+def cached_fit(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
+    """One fit into ``run`` (:func:`fit_unlearning`; ``forget``: the CLI value, a name or a JSON list), or the one
+    cached there in ``fit.json`` when it is of this base and configuration (refused otherwise)."""
+    if (run / "fit.json").is_file():
+        fit = json.loads((run / "fit.json").read_text())
+        check_cached_fit(fit, a.base, run, fit_key(a, forget, extra))
+        return fit
+    fit = fit_unlearning(a, forget, run, extra)
+    (run / "fit.json").write_text(json.dumps(fit) + "\n")
+    return fit
+
+
 def steps_run(log_dir: Path) -> int:
     """Optimisation steps a fit ran (the last logged train/loss step + 1)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -44,11 +44,9 @@ from harness import (
     DEV_PEOPLE,
     add_unlearning_args,
     base_fingerprint,
-    check_cached_fit,
+    cached_fit,
     command_line,
     fit_heldout_fraction,
-    fit_key,
-    fit_unlearning,
     git_commit,
     heldout_by_label,
     markdown_table,
@@ -79,18 +77,6 @@ def draw_people(names: list[str], n: int, seed: int, exclude: list[str]) -> list
     if n > len(candidates):
         raise SystemExit(f"--ks / --stacked ask for {n} people; the base has {len(candidates)} besides --exclude")
     return random.Random(seed).sample(candidates, n)
-
-
-def cached_fit(a: argparse.Namespace, forget: list[str], run: Path, extra: list[str]) -> dict:
-    """One fit into ``run`` (:func:`fit_unlearning`), or the one cached there when it is of this base and config."""
-    value = json.dumps(forget)
-    if (run / "fit.json").is_file():
-        fit = json.loads((run / "fit.json").read_text())
-        check_cached_fit(fit, a.base, run, fit_key(a, value, extra))
-        return fit
-    fit = fit_unlearning(a, value, run, extra)
-    (run / "fit.json").write_text(json.dumps(fit) + "\n")
-    return fit
 
 
 class Judge:
@@ -183,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         extra = [] if method == "legato" else METHODS[method]  # legato: the config as it is (with its early stop)
         for k in a.ks:
             run = work / "one_fit" / method / f"k{k}"
-            fit = cached_fit(a, people[:k], run, extra)
+            fit = cached_fit(a, json.dumps(people[:k]), run, extra)
             out["one_fit"].setdefault(method, {})[k] = scored(judge, run, run / "weights", people[:k], cost(fit, run))
             write_results(a, out)
 
@@ -193,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i in range(max(a.stacked)):
             run = work / "stacked" / f"request{i + 1}"
             extra = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
-            fit = cached_fit(a, [people[i]], run, extra)
+            fit = cached_fit(a, json.dumps([people[i]]), run, extra)
             previous = [str(run / "weights")]  # the new artifact holds the earlier ones
             k = i + 1
             if k in a.stacked:

@@ -108,24 +108,6 @@ def test_an_sdxl_refiner_is_refused_naming_what_is_supported(sdxl_dir, tmp_path)
 
 def test_merge_round_trip_on_sdxl(sdxl_dir, tmp_path):
     """A LoRA artifact merged into an SDXL base: the whole pipeline is written and draws what base + artifact draws."""
-    from legato_pl.cli.merge import merge_artifact
-    from legato_pl.models.text_to_image import load_text_to_image
+    from test_text_to_image import merge_round_trip
 
-    module = UnlearningModule(str(sdxl_dir), method=tiny("lora"))
-    for p in module.method.trainable_parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    module.method.save(tmp_path / "lora", base_model=str(sdxl_dir))
-    merge_artifact(str(sdxl_dir), str(tmp_path / "lora"), tmp_path / "merged")
-
-    def draw(pipe) -> torch.Tensor:
-        return pipe("a photo of person 01", num_inference_steps=2, height=16, width=16, output_type="latent",
-                    generator=torch.Generator().manual_seed(0)).images
-
-    merged, _ = load_text_to_image(tmp_path / "merged")
-    assert type(merged).__name__ == "StableDiffusionXLPipeline"
-    base, _ = load_text_to_image(sdxl_dir)
-    plain = draw(base)
-    load_method(base.unet, tmp_path / "lora")
-    expected = draw(base)
-    assert not torch.allclose(expected, plain, atol=1e-4)
-    torch.testing.assert_close(draw(merged), expected, rtol=1e-4, atol=1e-4)
+    merge_round_trip(sdxl_dir, tmp_path, "StableDiffusionXLPipeline")

@@ -364,31 +364,36 @@ def test_a_v_prediction_base_unlearns_and_strength_zero_stays_exact(tmp_path):
                                        num_inference_steps=2))
 
 
-def test_merge_writes_the_whole_pipeline_and_it_draws_what_base_plus_artifact_draws(t2i_dir, tmp_path):
-    """merge on an SD-layout base: DiffusionPipeline.from_pretrained loads the result (text encoder, tokenizer,
-    VAE, scheduler kept) and it draws the same images as the base with the LoRA artifact loaded."""
+def merge_round_trip(base_dir, tmp_path, pipeline: str) -> None:
+    """A trained-looking LoRA artifact merged into the text-to-image base in ``base_dir``: ``DiffusionPipeline``
+    loads the written ``pipeline`` (absent parts as None) and it draws what base + artifact draws."""
     from legato_pl.cli.merge import merge_artifact
     from legato_pl.models.text_to_image import load_text_to_image
 
-    module = UnlearningModule(str(t2i_dir), method=tiny("lora"))
+    module = UnlearningModule(str(base_dir), method=tiny("lora"))
     for p in module.method.trainable_parameters():
-        torch.nn.init.normal_(p, std=0.1)  # a trained-looking LoRA (B is zero at init)
-    module.method.save(tmp_path / "lora", base_model=str(t2i_dir))
-    merge_artifact(str(t2i_dir), str(tmp_path / "lora"), tmp_path / "merged")
+        torch.nn.init.normal_(p, std=0.1)  # B is zero at init
+    module.method.save(tmp_path / "lora", base_model=str(base_dir))
+    merge_artifact(str(base_dir), str(tmp_path / "lora"), tmp_path / "merged")
 
     def draw(pipe) -> torch.Tensor:  # the denoised UNet input (a pixel-space toy has no VAE to decode with)
         size = pipe.unet.config.sample_size * (pipe.vae_scale_factor if pipe.vae is not None else 1)
         return pipe("a photo of person 01", num_inference_steps=2, height=size, width=size, output_type="latent",
                     generator=torch.Generator().manual_seed(0)).images
 
-    merged, _ = load_text_to_image(tmp_path / "merged")  # DiffusionPipeline.from_pretrained, absent parts as None
-    assert type(merged).__name__ == "StableDiffusionPipeline"
-    base, _ = load_text_to_image(t2i_dir)
+    merged, _ = load_text_to_image(tmp_path / "merged")
+    assert type(merged).__name__ == pipeline
+    base, _ = load_text_to_image(base_dir)
     plain = draw(base)
     load_method(base.unet, tmp_path / "lora")
     expected = draw(base)
     assert not torch.allclose(expected, plain, atol=1e-4)
     torch.testing.assert_close(draw(merged), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_merge_writes_the_whole_pipeline_and_it_draws_what_base_plus_artifact_draws(t2i_dir, tmp_path):
+    """merge on an SD-layout base: text encoder, tokenizer, VAE and scheduler kept; same images as base + artifact."""
+    merge_round_trip(t2i_dir, tmp_path, "StableDiffusionPipeline")
 
 
 def test_audit_runs_on_an_sd_directory_without_identities_json(t2i_dir, tmp_path):

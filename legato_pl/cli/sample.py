@@ -41,8 +41,7 @@ def sample_grid(
     base = load_base_model(base_model)
     base.use_identities(identities, f"base model {base_model}")
     unet = base.unet.eval().to(device)
-    if base.text is not None:
-        base.text.to(device)
+    base.conditioning.to(device)
     method = load_method(unet, artifact) if artifact else None
     labels = torch.tensor([base.identities.index(n) for n in identities]).repeat_interleave(per_identity)
     rows = [sample(unet, base.scheduler, labels, conditioning=base.conditioning, guidance_scale=guidance_scale,

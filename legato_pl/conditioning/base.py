@@ -72,8 +72,8 @@ class Conditioning(ABC):
         """A conditioning under which ``label`` names someone ``unet`` never learned (may edit ``unet``: pass a
         copy): the reference for how fast a person is learned from scratch."""
 
-    def to(self, device: torch.device | str) -> Conditioning:
-        """Move what the conditioning owns (text encoder, VAE) to ``device``."""
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Conditioning:
+        """Move what the conditioning owns (text encoders, VAE) to ``device`` and / or ``dtype``."""
         return self
 
     # latent models --------------------------------------------------------------------------------

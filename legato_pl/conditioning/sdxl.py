@@ -31,10 +31,8 @@ class SDXLTextConditioning(TextConditioning):
         self.force_zeros = force_zeros_for_empty_prompt
         self.pooled_dim = self.text_encoder_2.config.projection_dim
 
-    def to(self, device: torch.device | str) -> SDXLTextConditioning:
-        super().to(device)
-        self.text_encoder_2.to(device)
-        return self
+    def modules(self) -> list[nn.Module]:
+        return [*super().modules(), self.text_encoder_2]
 
     def _ids(self, tokenizer, prompts: list[str]) -> Tensor:
         return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,

@@ -74,12 +74,15 @@ class TextConditioning(Conditioning):
         self.vae = vae.requires_grad_(False).eval() if vae is not None else None
         self._cache: dict[str, Tensor] = {}
 
-    def to(self, device: torch.device | str) -> TextConditioning:
-        self.text_encoder.to(device)
-        if self.vae is not None:
-            self.vae.to(device)
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TextConditioning:
+        for module in self.modules():
+            module.to(device=device, dtype=dtype)
         self._cache.clear()
         return self
+
+    def modules(self) -> list[nn.Module]:
+        """The networks this conditioning owns (text encoder, VAE when latent)."""
+        return [self.text_encoder] + ([self.vae] if self.vae is not None else [])
 
     def use_identities(self, names: list[str], where: str) -> None:
         """Any name is drawable, unless it tokenizes to nothing (the prompt would not name anyone)."""

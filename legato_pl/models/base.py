@@ -66,10 +66,10 @@ class BaseModel:
         return None if self.null_class is None else ClassConditioning(self.identities, self.null_class)
 
     def content_fingerprint(self) -> str:
-        """sha256 of the weights that draw (the UNet, and a text model's encoder): changes when the model does,
-        whatever path or hub id it was loaded from."""
+        """sha256 of the weights that draw (the UNet, and a text model's encoders and VAE): changes when the model
+        does, whatever path or hub id it was loaded from."""
         digest = hashlib.sha256()
-        modules = [self.unet] + ([self.text.text_encoder] if self.text is not None else [])
+        modules = [self.unet] + (self.text.modules() if self.text is not None else [])
         for module in modules:
             for name, tensor in module.state_dict().items():
                 digest.update(name.encode() + str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())

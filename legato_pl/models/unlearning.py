@@ -102,10 +102,7 @@ class UnlearningModule(pl.LightningModule):
             if not isinstance(half, torch.dtype):
                 raise LegatoInputError(f"base_dtype must be one of {', '.join(BASE_DTYPES)}, got {base_dtype!r}")
             self.unet.to(half)
-            for part in (getattr(base.conditioning, "text_encoder", None), getattr(base.conditioning, "text_encoder_2", None),
-                         getattr(base.conditioning, "vae", None)):
-                if part is not None:
-                    part.to(half)
+            base.conditioning.to(dtype=half)
         self.scheduler = base.scheduler
         self.identities = base.identities
         self.null_class = base.null_class
