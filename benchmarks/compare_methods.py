@@ -7,7 +7,8 @@ through the CLI (configs/legato_lfw.yaml with the method's overrides), then samp
 of the forget person (--forget-samples) and of *every* other person of the base (--per-identity
 each), at each --strength, scored against the same seeds at strength 0 with the dlib judge:
 accuracy, identity similarity, the depth measures (moved / nearest person changed / pixel change),
-FD_pre — each with a bootstrap 95% interval over samples. A difference whose intervals overlap is
+the face rate of the forget person's samples (MTCNN: a plausible stranger, or noise?), FD_pre — each
+with a bootstrap 95% interval over samples. A difference whose intervals overlap is
 a tie. Fits and evaluations are cached under --work, so an interrupted run resumes where it stopped.
 
 Writes benchmarks/results/compare_methods.{json,md} and compare_methods_tradeoff.png (acc_forget vs
@@ -28,6 +29,7 @@ from safetensors.torch import load_file
 from legato_pl.methods import load_method
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.metrics.bootstrap import bootstrap_ci, mean_ci
+from legato_pl.metrics.faces import FaceRate
 from legato_pl.metrics.frechet import feature_statistics, frechet_distance
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
@@ -73,6 +75,11 @@ METHODS = {
     "legato_all_stages": [*ETA1, ADAPTER + "stages", "all"],
     "legato_last2": [*ETA1, ADAPTER + "stages", "[up_blocks.1, up_blocks.2]"],  # the LFW UNet's last two up blocks
     "legato_k3": [*ETA1, ADAPTER + "kernel_size", "3"],
+    # a plausible stranger instead of noise (issue 25): the config as it is (early stop included) plus the
+    # stranger term (other people's photos under the forgotten condition, denoised as those people)
+    "legato_stranger": ["--model.init_args.w_stranger", "1.0"],
+    "legato_stranger_eta1": ["--model.init_args.w_stranger", "1.0", "--model.init_args.eta", "1.0"],
+    "legato_stranger_anchor": ["--model.init_args.w_stranger", "1.0", "--model.init_args.forget_target", "anchor"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
@@ -116,6 +123,12 @@ def base_samples(unet, scheduler, labels: torch.Tensor, cache: Path, **kwargs) -
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(have, cache)
     return have["images"][[row[seed] for seed in seeds]]
+
+
+def face_rate(faces: FaceRate, images: torch.Tensor, resamples: int) -> dict:
+    """Share of the forget person's samples in which MTCNN finds a face (``face_rate_forget`` and its interval)."""
+    found = (faces.detect(images) >= faces.min_prob).float()
+    return {"face_rate_forget": float(found.mean()), "face_rate_forget_ci": list(mean_ci(found, num_resamples=resamples))}
 
 
 def scores(metrics: UnlearningMetrics, before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor,
@@ -185,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit", nargs="*", default=[], choices=list(METHODS),
                    help="methods fitted and evaluated anew even when --work or --reuse holds them (their cached "
                         "fits are removed)")
+    p.add_argument("--reeval", nargs="*", default=[], choices=list(METHODS),
+                   help="methods evaluated anew from their cached fits under --work (e.g. for a new metric)")
     p.add_argument("--report-only", action="store_true",
                    help="write the results files from the cached evaluations under --work; fit and sample nothing")
     return p
@@ -233,6 +248,10 @@ def main(argv: list[str] | None = None) -> dict:
         if method in a.refit and not a.report_only:
             shutil.rmtree(result_file.parent, ignore_errors=True)
             missing.append((name, f, method))
+        elif method in a.reeval and not a.report_only:
+            if not (result_file.parent / "fit.json").is_file():
+                raise SystemExit(f"--reeval {method}: no cached fit of {name} under {result_file.parent}")
+            missing.append((name, f, method))
         elif result_file.is_file():
             result = json.loads(result_file.read_text())
             verify_cached(result, a, name, method, result_file.parent)
@@ -244,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     if missing:  # base samples and the judge only when something is evaluated anew
         before_all = base_samples(unet, base.scheduler, all_labels, work / "base_samples.pt", **kwargs)
         encoder = load_encoder("dlib")
+        faces = FaceRate()
     for name, f, method in missing:
         # this person's samples, then --per-identity of every other person
         keep = torch.cat([torch.nonzero(all_labels == f).flatten()] +
@@ -260,12 +280,14 @@ def main(argv: list[str] | None = None) -> dict:
         if fraction not in real:
             real[fraction] = heldout_by_label(a.root, names, unet.config.sample_size, fraction)
         metrics = UnlearningMetrics(encoder, real[fraction], forget_labels=[f])
-        curve = [{"strength": 0.0, **scores(metrics, before, before, labels, a.resamples)}]
+        curve = [{"strength": 0.0, **scores(metrics, before, before, labels, a.resamples),
+                  **face_rate(faces, before[labels == f], a.resamples)}]
         for s in a.strengths:
             student = load_base_model(base_dir).unet.eval()
             load_method(student, run / "weights", strength=s)  # any method: the artifact says which
             after = sample(student, base.scheduler, labels, seeds=seeds_for(labels), **kwargs)
-            curve.append({"strength": s, **scores(metrics, before, after, labels, a.resamples)})
+            curve.append({"strength": s, **scores(metrics, before, after, labels, a.resamples),
+                          **face_rate(faces, after[labels == f], a.resamples)})
             if s == 1.0:
                 torch.save(after[: a.forget_samples][:8], run / "forget_samples.pt")
         trainable = sum(t.numel() for w in (run / "weights").rglob("*.safetensors") for t in load_file(w).values())
@@ -324,15 +346,19 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
                           "peak_rss_mb"],
                          [[k, m["trainable_params"], m["trainable_fraction"], m["seconds_per_step"],
                            m["step_time_ratio_vs_full"], m["peak_rss_mb"]] for k, m in methods.items()])
-    keys = ["acc_forget", "acc_retain", "ID_forget", "moved_forget", "nearest_changed_forget", "pixel_change_forget",
-            "pixel_change_retain", "FD_pre"]
+    keys = ["acc_forget", "acc_retain", "ID_forget", "moved_forget", "face_rate_forget", "nearest_changed_forget",
+            "pixel_change_forget", "pixel_change_retain", "FD_pre"]
     for name, entry in per_identity.items():
         b = entry["base"]
+        base_faces = next((r["curve"][0] for r in entry["methods"].values() if "face_rate_forget" in r["curve"][0]), None)
         md += ["", f"## {name} ({entry['samples']['forget']} forget samples, {entry['samples']['retain']} of the "
                f"other people)", "",
-               f"Base: acc_forget {with_interval(b, 'acc_forget')}, acc_retain {with_interval(b, 'acc_retain')}", ""]
+               f"Base: acc_forget {with_interval(b, 'acc_forget')}, acc_retain {with_interval(b, 'acc_retain')}"
+               + (f", face_rate_forget {with_interval(base_faces, 'face_rate_forget')}" if base_faces else ""), "",
+               "(A blank cell: an evaluation made before that metric existed.)", ""]
         md += markdown_table(["method", *keys, "steps", "fit seconds"],
-                             [[m, *[with_interval(r, k) for k in keys], r.get("steps_run", a.steps), r["wall_time_s"]]
+                             [[m, *[with_interval(r, k) if k in r else None for k in keys], r.get("steps_run", a.steps),
+                               r["wall_time_s"]]
                               for m, r in entry["methods"].items()])
     md += ablation_table(per_identity.get(a.forget[0], {}).get("methods", {}), a.forget[0])
     md += ["", "Trade-off plot: `compare_methods_tradeoff.png`."]

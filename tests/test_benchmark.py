@@ -62,7 +62,9 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
             assert [c["strength"] for c in r["curve"]] == [0.0, 0.5, 1.0]
             assert r["curve"][0]["FD_pre"] == pytest.approx(0, abs=1e-6)  # strength 0 is the shared base
             assert r["curve"][0]["moved_forget"] == 0.0 and r["curve"][0]["pixel_change_forget"] == 0.0
-            for key in ("acc_forget", "acc_retain", "ID_forget", "FD_pre", "moved_forget", "pixel_change_retain"):
+            assert 0 <= r["face_rate_forget"] <= 1 and "face_rate_forget" in r["curve"][0]
+            for key in ("acc_forget", "acc_retain", "ID_forget", "FD_pre", "moved_forget", "pixel_change_retain",
+                        "face_rate_forget"):
                 lo, hi = r[f"{key}_ci"]
                 assert lo - 1e-9 <= r[key] <= hi + 1e-9 or key == "FD_pre", key
             assert r["heldout_fraction"] == 0.3
@@ -74,6 +76,11 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     (tmp_path / "results" / "compare_methods.json").unlink()
     main(args)
     assert json.loads((tmp_path / "results" / "compare_methods.json").read_text())["per_identity"] == saved["per_identity"]
+    # --reeval scores a cached fit again (same seeds: the same numbers) without fitting it
+    again = main([*args, "--reeval", "lora"])["per_identity"]["Tony_Blair"]["methods"]["lora"]
+    assert again["acc_forget"] == saved["per_identity"]["Tony_Blair"]["methods"]["lora"]["acc_forget"]
+    with pytest.raises(SystemExit, match="no cached fit"):
+        main([*args, "--work", str(tmp_path / "empty"), "--reeval", "lora"])
     other = list(args)
     other[other.index("--unlearn-args") + 1] += " --model.init_args.eta 3"
     with pytest.raises(SystemExit, match="another configuration"):  # a cached fit is not scored for another config

@@ -34,12 +34,12 @@ def _batch(seed: int = 0) -> dict:
 
 # the forget target only changes the forget and adjacency terms, so retain/trajectory run once
 TERM_CASES = [("forget", "anchor"), ("forget", "negative"), ("retain", "anchor"), ("trajectory", "anchor"),
-              ("adjacency", "anchor"), ("adjacency", "negative")]
+              ("adjacency", "anchor"), ("adjacency", "negative"), ("stranger", "negative")]
 
 
 @pytest.mark.parametrize("term, target", TERM_CASES)
 def test_each_loss_term_falls_when_trained(tiny_base_dir, term, target):
-    weights = {f"w_{t}": float(t == term) for t in ("forget", "retain", "trajectory", "adjacency")}
+    weights = {f"w_{t}": float(t == term) for t in ("forget", "retain", "trajectory", "adjacency", "stranger")}
     if term != "adjacency":
         weights["w_adjacency"] = 0.0
     module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target=target, **weights)
@@ -55,6 +55,22 @@ def test_each_loss_term_falls_when_trained(tiny_base_dir, term, target):
         module.total_loss(losses).backward()
         opt.step()
     assert values[-1] < 0.7 * values[0], values
+
+
+def test_stranger_term_adds_a_row_and_leaves_the_others_alone(tiny_base_dir):
+    """Another person's photo under the forgotten condition: at init the teacher's gap between the two conditions
+    (> 0), and the other terms are the same numbers with it on or off (trajectory consistency covers every student
+    row, the new one too)."""
+    batch = _batch()
+    terms = {}
+    for w in (0.0, 1.0):
+        module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative", w_stranger=w)
+        randomize_(module.adapters, scale=0.2)  # the student differs from the teacher
+        terms[w] = module.compute_losses(batch, noise_step=7)
+    assert "stranger" not in terms[0.0] and terms[1.0]["stranger"] > 0
+    assert set(terms[1.0]) == {*terms[0.0], "stranger"}
+    for name in ("forget", "retain", "adjacency"):
+        torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
 
 
 def test_non_finite_loss_names_the_term(tiny_base_dir):

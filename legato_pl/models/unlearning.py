@@ -52,6 +52,10 @@ class UnlearningModule(pl.LightningModule):
         forget_target: ``anchor`` (match the anchor condition: the null class, or ``anchor_prompt`` for a text
             model) or ``negative`` (extrapolate away from the person, weight ``eta``).
         w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
+        w_stranger: weight of the stranger term: another person's noised photo under the forgotten person's
+            condition is denoised as the teacher denoises it under that person's own condition, so the condition
+            stops pulling towards the person and follows whoever the sample becomes (a plausible stranger, not
+            the noise the forget target alone leaves where it was never trained). 0 turns it off.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
@@ -75,6 +79,7 @@ class UnlearningModule(pl.LightningModule):
         w_retain: float = 1.0,
         w_trajectory: float = 0.1,
         w_adjacency: float = 0.5,
+        w_stranger: float = 0.0,
         adjacency_alpha_max: float = 1.0,
         lr: float = 1e-3,
         output_dir: str | None = None,
@@ -88,7 +93,7 @@ class UnlearningModule(pl.LightningModule):
         self.save_hyperparameters()
         if forget_target not in FORGET_TARGETS:
             raise LegatoInputError(f"forget_target must be one of {FORGET_TARGETS}, got {forget_target!r}")
-        for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "adjacency_alpha_max"):
+        for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "w_stranger", "adjacency_alpha_max"):
             if getattr(self.hparams, name) < 0:
                 raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
         base = load_base_model(base_model, prompt_templates, anchor_prompt)
@@ -222,7 +227,7 @@ class UnlearningModule(pl.LightningModule):
         with torch.no_grad(), self.method.teacher() as teacher_unet:
             e_f, e_r, e_null, e_anchor, e_adj = conditions(teacher_unet)
         s_f, s_r, s_null, _, s_adj = conditions(self.unet)
-        use_adj = h.w_adjacency > 0
+        use_adj, use_stranger = h.w_adjacency > 0, h.w_stranger > 0
         negative = h.forget_target == "negative"
 
         # teacher: same UNet, adapters off
@@ -243,6 +248,8 @@ class UnlearningModule(pl.LightningModule):
         s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
         if use_adj:
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adj]
+        if use_stranger:  # another person's photo under the forgotten condition
+            s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_f]
         student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).float().split(
             [len(x) for x in s_x])
 
@@ -253,6 +260,8 @@ class UnlearningModule(pl.LightningModule):
         }
         if use_adj:
             losses["adjacency"] = preservation(student[3], forget_target(eps_anchor_f, eps_adj_c, h.forget_target, h.eta))
+        if use_stranger:  # ... is denoised as the teacher denoises it under that person's own condition
+            losses["stranger"] = preservation(student[-1], eps_r_c[partner_index])
         return losses
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
