@@ -12,7 +12,10 @@ Variants: ``full`` (the whole UNet trains; a frozen teacher copy), ``lora`` (ran
 ResNet convs), ``residual`` and ``legato`` (ODE adapters after every up block, condition
 ``embedding``), and legato cost reductions that keep its result: adapters on the last two up blocks
 only (``legato_last2``), gradient checkpointing of the frozen path (``legato_ckpt``), the adjoint
-solver (``legato_adjoint``). Writes benchmarks/results/sd_scale_cost.{json,md}.
+solver (``legato_adjoint``); the frozen UNet in bf16 (``*_bf16_base``, results key ``methods_bf16_base``);
+legato on an SDXL-sized UNet (``legato_sdxl``: SDXL base 1.0's published UNet config, 2.6 B parameters, its
+two-encoder text states and ``text_time`` added conditions, ``--sdxl-latent`` latents, results keys ``sdxl_*``).
+Writes benchmarks/results/sd_scale_cost.{json,md}.
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ SD15_UNET = {  # runwayml/stable-diffusion-v1-5 unet/config.json, the fields tha
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "norm_num_groups": 32,
 }
+SDXL_UNET = {  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json, the fields that set its size
+    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048, "attention_head_dim": [5, 10, 20],
+    "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816,
+    "norm_num_groups": 32,
+}
 ADAPTER = {"hidden": 64, "t_end": 1.6, "step_size": 0.4, "method": "euler", "condition": "embedding"}
 VARIANTS = {
     "full": {},
@@ -51,7 +63,9 @@ VARIANTS = {
     # the frozen UNet in bf16, what trains in fp32 (UnlearningModule's base_dtype): results key "methods_bf16_base"
     "legato_bf16_base": {"stages": "up", "base_dtype": "bf16"},
     "lora_bf16_base": {"base_dtype": "bf16"},
+    "legato_sdxl": {"stages": "up", "unet": "sdxl"},  # results keys "sdxl_*"
 }
+SDXL_KEYS = ["unet_params", "seconds_per_step", "peak_rss_mb", "latent_size"]
 
 
 def worker(a: argparse.Namespace) -> dict:
@@ -62,9 +76,11 @@ def worker(a: argparse.Namespace) -> dict:
     from legato_pl.methods import Legato, Residual, build_method
 
     torch.manual_seed(0)
-    unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
-    unet = UNet2DConditionModel(**unet_config).eval().requires_grad_(False)
     spec = VARIANTS[a.variant]
+    unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
+    if spec.get("unet") == "sdxl":
+        unet_config = json.loads(a.sdxl_config) if a.sdxl_config else {**SDXL_UNET, "sample_size": a.sdxl_latent}
+    unet = UNet2DConditionModel(**unet_config).eval().requires_grad_(False)
     name = a.variant.split("_")[0]
     config = ODEAdapterConfig(**ADAPTER, stages=spec.get("stages", "up"), adjoint=spec.get("adjoint", False))
     if spec.get("checkpointing"):
@@ -84,20 +100,25 @@ def worker(a: argparse.Namespace) -> dict:
     x = torch.randn(b, unet.config.in_channels, size, size).to(dtype)
     t = torch.randint(0, 1000, (b,))
     text = torch.randn(b, 77, width).to(dtype)
+    added = None  # SDXL's pooled text embedding and size/crop ids ("text_time")
+    if unet.config.addition_embed_type == "text_time":
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        added = {"text_embeds": torch.randn(b, pooled).to(dtype),
+                 "time_ids": torch.tensor([[8.0 * size, 8.0 * size, 0, 0, 8.0 * size, 8.0 * size]] * b).to(dtype)}
     stamps = []
     for _ in range(a.warmup + a.steps):
         start = time.perf_counter()
         with torch.no_grad(), method.teacher() as teacher:
-            target = teacher(x, t, encoder_hidden_states=text).sample
+            target = teacher(x, t, encoder_hidden_states=text, added_cond_kwargs=added).sample
         unet.train(bool(spec.get("checkpointing")))  # diffusers checkpoints only in train mode (dropout is 0)
-        loss = (unet(x, t, encoder_hidden_states=text).sample.float() - target.float()).square().mean()
+        loss = (unet(x, t, encoder_hidden_states=text, added_cond_kwargs=added).sample.float() - target.float()).square().mean()
         loss = loss + 0.1 * sum(s.diff(dim=0).square().mean() for s in method.trajectory_states().values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         unet.eval()
         stamps.append(time.perf_counter() - start)
-    return {"seconds_per_step": sum(stamps[a.warmup:]) / a.steps, "step_seconds": stamps,
+    return {"seconds_per_step": sum(stamps[a.warmup:]) / a.steps, "step_seconds": stamps, "latent_size": size,
             "trainable_params": sum(p.numel() for p in params),
             "unet_params": sum(p.numel() for p in unet.parameters()),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -115,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", action="store_true",
                    help="keep the other variants' results of the existing results file (rerun only --variants)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--sdxl-latent", type=int, default=128,
+                   help="latent size of legato_sdxl (SDXL's own: 128, 1024 px); smaller when 128 does not fit")
+    p.add_argument("--sdxl-config", help="JSON UNet2DConditionModel kwargs instead of SDXL's (for tests)")
     p.add_argument("--unet-config", help="JSON UNet2DConditionModel kwargs instead of SD 1.5's (for tests)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
@@ -131,13 +155,16 @@ def main(argv: list[str] | None = None) -> dict:
     previous = Path(a.out) / "sd_scale_cost.json"
     if a.update and previous.is_file():  # the other variants keep the command and commit that made them
         before = json.loads(previous.read_text())
-        earlier = {**before["methods"], **{f"{k}_bf16_base": r for k, r in before.get("methods_bf16_base", {}).items()}}
+        earlier = {**before["methods"], **{f"{k}_bf16_base": r for k, r in before.get("methods_bf16_base", {}).items()},
+                   **({"legato_sdxl": before["sdxl"]} if before.get("sdxl") else {})}
         results = {k: {"command": before["command"], "commit": before.get("commit"), **r} for k, r in earlier.items()}
     unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     limit = int(a.memory_limit_gb * 2**30)
     for variant in a.variants:
         cmd = [sys.executable, __file__, "--worker", variant, "--batch", str(a.batch), "--steps", str(a.steps),
-               "--warmup", str(a.warmup), *(["--unet-config", a.unet_config] if a.unet_config else [])]
+               "--warmup", str(a.warmup), "--sdxl-latent", str(a.sdxl_latent),
+               *(["--unet-config", a.unet_config] if a.unet_config else []),
+               *(["--sdxl-config", a.sdxl_config] if a.sdxl_config else [])]
         print("+", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
@@ -148,17 +175,19 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             results[variant] = {**made, **json.loads(proc.stdout.strip().splitlines()[-1])}
         print(variant, results[variant], flush=True)
-    full = results.get("full", {})
-    for r in results.values():
+    sdxl = results.get("legato_sdxl")  # another UNet: no ratio to SD 1.5's full fine-tune
+    sd15 = {k: r for k, r in results.items() if k != "legato_sdxl"}
+    full = sd15.get("full", {})
+    for r in sd15.values():
         if "error" not in r and "error" not in full and full:
             r["ratio_time_vs_full"] = r["seconds_per_step"] / full["seconds_per_step"]
             r["ratio_mem_vs_full"] = r["peak_rss_mb"] / full["peak_rss_mb"]
-    unet_params = next((r["unet_params"] for r in results.values() if "unet_params" in r), None)
-    bf16 = {k.removesuffix("_bf16_base"): r for k, r in results.items() if k.endswith("_bf16_base")}
+    unet_params = next((r["unet_params"] for r in sd15.values() if "unet_params" in r), None)
     out = {"command": command, "commit": git_commit(),
            "unet_params": unet_params, "batch": a.batch, "latent_size": unet_config["sample_size"], "steps_timed": a.steps,
-           "adapter": ADAPTER, "methods": {k: r for k, r in results.items() if not k.endswith("_bf16_base")},
-           "methods_bf16_base": bf16}
+           "adapter": ADAPTER, "methods": {k: r for k, r in sd15.items() if not k.endswith("_bf16_base")},
+           "methods_bf16_base": {k.removesuffix("_bf16_base"): r for k, r in sd15.items() if k.endswith("_bf16_base")},
+           "sdxl": sdxl, **{f"sdxl_{k}": (sdxl or {}).get(k) for k in SDXL_KEYS}}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sd_scale_cost.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -167,7 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
     md = [f"# One unlearning step on an SD-1.5-sized UNet ({unet_params or 0:,} parameters, CPU)", "",
           f"Command: `{out['command']}`", "", "| variant | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
     md += [f"| {k} | " + (" | ".join(fmt(r.get(x)) for x in keys) if "error" not in r else r["error"]) + " |"
-           for k, r in results.items()]
+           for k, r in sd15.items()]
+    if sdxl is not None:
+        md += ["", f"legato on an SDXL-sized UNet ({fmt(sdxl.get('unet_params'))} parameters, "
+               f"{fmt(sdxl.get('latent_size'))}x{fmt(sdxl.get('latent_size'))} latents, batch {a.batch}): "
+               + (f"{fmt(sdxl['seconds_per_step'])} s per step, peak RSS {fmt(sdxl['peak_rss_mb'])} MB, "
+                  f"{fmt(sdxl['trainable_params'])} trainable parameters" if "error" not in sdxl else sdxl["error"])]
     (out_dir / "sd_scale_cost.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return out
