@@ -65,6 +65,16 @@ def test_does_not_stop_while_the_others_drift(drawing_base_dir, tmp_path):
     assert loose.stopped_at == gone[0]["step"]
 
 
+def test_does_not_stop_before_the_forgotten_become_faces(drawing_base_dir, tmp_path):
+    """MTCNN finds no face in the 16 px drawings: with a face-rate bound the forgotten check never stops the fit."""
+    trainer, callback, _ = fit(drawing_base_dir, tmp_path, lr=3e-3, min_face_rate=0.5)
+    gone = [r for r in callback.history if r["accuracy"] <= 0.25]
+    assert gone and all(r["face_rate"] < 0.5 for r in gone)
+    assert callback.stopped_at is None and trainer.global_step == MAX_STEPS, "stopped on noise"
+    _, loose, _ = fit(drawing_base_dir, tmp_path / "loose", lr=3e-3, min_face_rate=0.0)
+    assert loose.stopped_at == gone[0]["step"]
+
+
 def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
     trainer, callback, module = fit(drawing_base_dir, tmp_path, lr=0.0)
     assert callback.stopped_at is None and trainer.global_step == MAX_STEPS
@@ -75,7 +85,7 @@ def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
 
 @pytest.mark.parametrize("bad", [{"every_n_steps": 0}, {"max_accuracy": 1.5}, {"min_moved": -0.1},
                                  {"num_samples": 0}, {"max_retain_drift": -0.1},
-                                 {"max_retain_drift": 0.1, "num_retain_samples": 0}])
+                                 {"max_retain_drift": 0.1, "num_retain_samples": 0}, {"min_face_rate": 1.5}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(LegatoInputError, match="StopWhenForgotten"):
         StopWhenForgotten(**bad)

@@ -10,6 +10,7 @@ from typing_extensions import override
 from legato_pl.callbacks.judge import check_judge_inputs, fit_people, identity_judge
 from legato_pl.errors import LegatoInputError
 from legato_pl.metrics.encoders import IdentityEncoder
+from legato_pl.metrics.faces import FaceRate
 from legato_pl.sampling import sample
 
 
@@ -32,10 +33,16 @@ class StopWhenForgotten(Callback):
       someone else". Early in a fit the push away from the person disturbs everyone; the retain term undoes it
       over later steps, so stopping at the first forgotten check can leave the others worse than a longer fit.
 
+    With ``min_face_rate`` set:
+
+    - ``face_rate``: share of the forget samples in which MTCNN finds a face (probability >= 0.9): a forgotten
+      person should become a plausible stranger, not noise (a model retrained without them draws a face).
+
     The fit stops at the first check with ``accuracy <= max_accuracy``, ``moved >= min_moved`` and (when set)
-    ``retain_drift <= max_retain_drift``. Whatever ends the fit, the trainable state of the best check (lowest
+    ``retain_drift <= max_retain_drift`` and ``face_rate >= min_face_rate``. Whatever ends the fit, the trainable state of the best check (lowest
     accuracy, then the others kept, then most moved, then the earliest) is restored before the artifact is
-    written. Logs ``stop/accuracy``, ``stop/moved`` (and ``stop/retain_drift``); :attr:`history` holds every check.
+    written. Logs ``stop/accuracy``, ``stop/moved`` (and ``stop/retain_drift``, ``stop/face_rate``); :attr:`history`
+    holds every check.
     """
 
     def __init__(
@@ -51,6 +58,7 @@ class StopWhenForgotten(Callback):
         restore_best: bool = True,
         max_retain_drift: float | None = None,
         num_retain_samples: int = 40,
+        min_face_rate: float | None = None,
     ):
         if every_n_steps < 1 or num_samples < 1 or num_inference_steps < 1:
             raise LegatoInputError("StopWhenForgotten: every_n_steps, num_samples and num_inference_steps must be >= 1")
@@ -62,7 +70,11 @@ class StopWhenForgotten(Callback):
         self.max_accuracy, self.min_moved = max_accuracy, min_moved
         self.encoder, self.guidance_scale, self.num_inference_steps = encoder, guidance_scale, num_inference_steps
         self.seed, self.restore_best = seed, restore_best
+        if min_face_rate is not None and not 0.0 <= min_face_rate <= 1.0:
+            raise LegatoInputError("StopWhenForgotten: min_face_rate must be in [0, 1]")
         self.max_retain_drift, self.num_retain_samples = max_retain_drift, num_retain_samples
+        self.min_face_rate = min_face_rate
+        self._faces = FaceRate() if min_face_rate is not None else None
         self.history: list[dict[str, float]] = []
         self.stopped_at: int | None = None
         self._best: tuple[tuple, list[torch.Tensor]] | None = None
@@ -107,6 +119,9 @@ class StopWhenForgotten(Callback):
         if self.max_retain_drift is not None:
             drift = (1 - rows["id_cos"][~forget]).mean() / (1 - self._judge.different_people_cosine)
             result["retain_drift"] = float(drift)
+        if self._faces is not None:
+            result["face_rate"] = float((self._faces.detect(after[forget.to(after.device)]) >= self._faces.min_prob)
+                                        .float().mean())
         self.history.append(result)
         key = (result["accuracy"], not self.kept(result), -result["moved"], result["step"])
         if self.restore_best and (self._best is None or key < self._best[0]):
@@ -116,8 +131,9 @@ class StopWhenForgotten(Callback):
         return result
 
     def kept(self, result: dict[str, float]) -> bool:
-        """The other people stayed themselves (always true when they are not judged)."""
-        return self.max_retain_drift is None or result["retain_drift"] <= self.max_retain_drift
+        """The other people stayed themselves and the forgotten became faces (each always true when not judged)."""
+        return ((self.max_retain_drift is None or result["retain_drift"] <= self.max_retain_drift)
+                and (self.min_face_rate is None or result["face_rate"] >= self.min_face_rate))
 
     def forgotten(self, result: dict[str, float]) -> bool:
         """The stopping rule: the people are gone and (when judged) the others are kept."""
@@ -151,4 +167,6 @@ class StopWhenForgotten(Callback):
         text = f"accuracy {result['accuracy']:.2f} (max {self.max_accuracy}), moved {result['moved']:.2f} (min {self.min_moved})"
         if "retain_drift" in result:
             text += f", others' drift {result['retain_drift']:.3f} (max {self.max_retain_drift})"
+        if "face_rate" in result:
+            text += f", face rate {result['face_rate']:.2f} (min {self.min_face_rate})"
         return text
