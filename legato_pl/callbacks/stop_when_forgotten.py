@@ -39,10 +39,10 @@ class StopWhenForgotten(Callback):
       person should become a plausible stranger, not noise (a model retrained without them draws a face).
 
     The fit stops at the first check with ``accuracy <= max_accuracy``, ``moved >= min_moved`` and (when set)
-    ``retain_drift <= max_retain_drift`` and ``face_rate >= min_face_rate``. Whatever ends the fit, the trainable state of the best check (lowest
-    accuracy, then the others kept, then most moved, then the earliest) is restored before the artifact is
-    written. Logs ``stop/accuracy``, ``stop/moved`` (and ``stop/retain_drift``, ``stop/face_rate``); :attr:`history`
-    holds every check.
+    ``retain_drift <= max_retain_drift`` and ``face_rate >= min_face_rate``. Whatever ends the fit, the trainable
+    state of the best check (lowest accuracy, then the others kept and faces drawn, then most moved, then the
+    earliest) is restored before the artifact is written. Logs ``stop/accuracy``, ``stop/moved`` (and
+    ``stop/retain_drift``, ``stop/face_rate``); :attr:`history` holds every check.
     """
 
     def __init__(
