@@ -4,7 +4,8 @@
     python benchmarks/step_profile.py --models lfw    # the LFW UNet only
 
 One step is ``UnlearningModule.compute_losses`` + backward + AdamW, the objective of
-``configs/legato_lfw.yaml`` (negative target, adjacency on), on real LFW batches (George_W_Bush
+``configs/legato_lfw.yaml`` (negative target, adjacency on; without its stranger term, one more student row
+of a retain photo, ~1/9 of the step), on real LFW batches (George_W_Bush
 forgotten). Its time is split by hooks into: conditions and noise, the teacher's frozen UNet forwards,
 the student's forward (and inside it each ODE adapter's solve), the backward and the optimizer step.
 A Lightning fit of the same module and data (LFW only) adds what the trainer costs around the step:
