@@ -34,7 +34,7 @@ def _batch(seed: int = 0) -> dict:
 
 # the forget target only changes the forget and adjacency terms, so retain/trajectory run once
 TERM_CASES = [("forget", "anchor"), ("forget", "negative"), ("retain", "anchor"), ("trajectory", "anchor"),
-              ("adjacency", "anchor"), ("adjacency", "negative"), ("stranger", "negative")]
+              ("adjacency", "anchor"), ("adjacency", "negative"), ("stranger", "negative"), ("forget", "other")]
 
 
 @pytest.mark.parametrize("term, target", TERM_CASES)
@@ -71,6 +71,20 @@ def test_stranger_term_adds_a_row_and_leaves_the_others_alone(tiny_base_dir):
     assert set(terms[1.0]) == {*terms[0.0], "stranger"}
     for name in ("forget", "retain", "adjacency"):
         torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
+
+
+def test_other_target_is_the_teacher_under_the_retain_persons_condition(tiny_base_dir):
+    """At init the student is the teacher, so the ``other`` forget term is the teacher's gap between the person's
+    condition and a retain person's on the person's photos: zero when the "retain" rows are the person again,
+    positive for a real other person (and the ``anchor`` target, the null condition, is positive either way)."""
+    batch = _batch()
+    same = {**batch, "retain_images": batch["forget_images"], "retain_labels": batch["forget_labels"]}
+    forget = {}
+    for target in ("other", "anchor"):
+        module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target=target, w_adjacency=0.0)
+        forget[target] = [module.compute_losses(b, noise_step=3)["forget"].item() for b in (same, batch)]
+    assert forget["other"][0] == 0 and forget["other"][1] > 0
+    assert min(forget["anchor"]) > 0
 
 
 def test_non_finite_loss_names_the_term(tiny_base_dir):

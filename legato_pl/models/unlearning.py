@@ -50,7 +50,8 @@ class UnlearningModule(pl.LightningModule):
             ``residual`` (one residual adapter step), ``lora`` (peft LoRA), ``full`` (the whole UNet
             against a frozen teacher copy), or your own.
         forget_target: ``anchor`` (match the anchor condition: the null class, or ``anchor_prompt`` for a text
-            model) or ``negative`` (extrapolate away from the person, weight ``eta``).
+            model), ``other`` (match another person's condition: a batch's retain person, so a different one each
+            step) or ``negative`` (extrapolate away from the person, weight ``eta``).
         w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
         w_stranger: weight of the stranger term: another person's noised photo under the forgotten person's
             condition is denoised as the teacher denoises it under that person's own condition, so the condition
@@ -231,7 +232,8 @@ class UnlearningModule(pl.LightningModule):
         negative = h.forget_target == "negative"
 
         # teacher: same UNet, adapters off
-        t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [e_anchor[:nf], e_r, e_null[:nr]]
+        anchor_f = e_r[partner_index] if h.forget_target == "other" else e_anchor[:nf]
+        t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [anchor_f, e_r, e_null[:nr]]
         if negative:
             t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_f]
             if use_adj:

@@ -8,16 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FORGET_TARGETS = ("anchor", "negative")
+FORGET_TARGETS = ("anchor", "negative", "other")
 
 
 def forget_target(eps_null: Tensor, eps_cond: Tensor | None = None, target: str = "anchor", eta: float = 1.0) -> Tensor:
     """What the student should predict for the forget identity.
 
-    ``anchor`` (GUIDE "average"): the teacher's unconditional prediction.
+    ``anchor`` (GUIDE "average"): the teacher's unconditional prediction; ``other``: the teacher's prediction
+    under another person's condition (the caller passes it as ``eps_null``; MACE / UCE-style replacement).
     ``negative`` (GUIDE "extrapolate", ESD-style): ``eps_null - eta * (eps_cond - eps_null)``.
     """
-    if target == "anchor":
+    if target in ("anchor", "other"):
         return eps_null
     if target == "negative":
         if eps_cond is None:
