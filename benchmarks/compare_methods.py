@@ -80,6 +80,8 @@ METHODS = {
     "legato_stranger": ["--model.init_args.w_stranger", "1.0"],
     "legato_stranger_eta1": ["--model.init_args.w_stranger", "1.0", "--model.init_args.eta", "1.0"],
     "legato_stranger_anchor": ["--model.init_args.w_stranger", "1.0", "--model.init_args.forget_target", "anchor"],
+    # on today's default (stranger term on): the person's photos denoised as under another person's condition
+    "legato_other": ["--model.init_args.forget_target", "other"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
