@@ -47,6 +47,7 @@ from harness import (
     heldout_by_label,
     markdown_table,
     with_interval,
+    without_invalid_intervals,
 )
 
 METHOD = "--model.init_args.method.class_path"  # LightningCLI selects the method class; shared init_args stay
@@ -151,7 +152,8 @@ def scores(metrics: UnlearningMetrics, before: torch.Tensor, after: torch.Tensor
 
     if len(emb_b) >= 2:  # a Fréchet distance needs two retain rows
         out["FD_pre"] = fd(torch.arange(len(emb_b)))
-        out["FD_pre_ci"] = list(bootstrap_ci(fd, len(emb_b), num_resamples=resamples))
+        lo, hi = bootstrap_ci(fd, len(emb_b), num_resamples=resamples, estimate=out["FD_pre"])
+        out["FD_pre_ci"] = [max(0.0, lo), hi]  # a distance is never below 0
     return out
 
 
@@ -169,8 +171,9 @@ def tradeoff_plot(per_identity: dict, path: Path) -> None:
             x, y = [c["FD_pre"] for c in curve], [c["acc_forget"] for c in curve]
             # percentile intervals; a resampled Fréchet distance is biased upward, so its interval may lie
             # above the point estimate: bars are clipped at the point rather than drawn negative
-            xerr = [[max(0.0, c["FD_pre"] - c["FD_pre_ci"][0]) for c in curve],
-                    [max(0.0, c["FD_pre_ci"][1] - c["FD_pre"]) for c in curve]]
+            fd_ci = [c.get("FD_pre_ci") or [c["FD_pre"]] * 2 for c in curve]  # none: a withdrawn interval
+            xerr = [[max(0.0, c["FD_pre"] - ci[0]) for c, ci in zip(curve, fd_ci)],
+                    [max(0.0, ci[1] - c["FD_pre"]) for c, ci in zip(curve, fd_ci)]]
             yerr = [[max(0.0, c["acc_forget"] - c["acc_forget_ci"][0]) for c in curve],
                     [max(0.0, c["acc_forget_ci"][1] - c["acc_forget"]) for c in curve]]
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=method)
@@ -255,11 +258,11 @@ def main(argv: list[str] | None = None) -> dict:
                 raise SystemExit(f"--reeval {method}: no cached fit of {name} under {result_file.parent}")
             missing.append((name, f, method))
         elif result_file.is_file():
-            result = json.loads(result_file.read_text())
+            result = without_invalid_intervals(json.loads(result_file.read_text()))
             verify_cached(result, a, name, method, result_file.parent)
             register(name, method, result)
         elif method in reused.get(name, {}).get("methods", {}):
-            register(name, method, reused[name]["methods"][method])
+            register(name, method, without_invalid_intervals(reused[name]["methods"][method]))
         elif not a.report_only:
             missing.append((name, f, method))
     if missing:  # base samples and the judge only when something is evaluated anew
@@ -333,7 +336,8 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
            "forget": a.forget, "different_people_cosine": different_people, "methods": methods,
            "per_identity": per_identity,
            "notes": "per_identity values at strength 1 (the last curve point); <metric>_ci = bootstrap 95% interval; "
-                    "an evaluation's own commit is the code that made it (none: an earlier one, kept by --reuse)"}
+                    "an evaluation's own commit is the code that made it (none: an earlier one, kept by --reuse); "
+                    "an FD_pre without an interval was evaluated before the interval was re-centred on its estimate"}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare_methods.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -341,8 +345,8 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
           f"Command: `{out['command']}` (commit {commit})", "",
           f"Different people's identity cosine (dlib centroids): {different_people:.3f}. A forget sample counts as"
           " *moved* when its before/after cosine is at or below it. Intervals: bootstrap 95% over samples;"
-          " overlapping intervals are a tie. FD_pre intervals are percentile intervals of the resampled"
-          " distance, which is biased upward (it can lie above the point estimate): compare them between methods.",
+          " overlapping intervals are a tie. FD_pre intervals are re-centred on the estimate (resampling repeats rows,"
+          " which inflates a distance); an FD_pre without one was evaluated before that correction.",
           "", "## Cost", ""]
     md += markdown_table(["method", "trainable_params", "trainable_fraction", "seconds_per_step", "ratio_vs_full",
                           "peak_rss_mb"],

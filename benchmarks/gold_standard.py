@@ -55,6 +55,7 @@ from harness import (
     cached_fit,
     command_line,
     git_commit,
+    interval_holds,
     markdown_table,
     run_cli,
     with_interval,
@@ -151,7 +152,8 @@ class Bench:
         if not cache.is_file():
             torch.save(self.measure_person(person, model_dir, artifact), cache)
         out = torch.load(cache)
-        if out.get("kept_labels") != self.kept:  # measured before on another set of kept people
+        stale_fd = out.get("FD_pre") is not None and not interval_holds(out["FD_pre"], out.get("FD_pre_ci"))
+        if out.get("kept_labels") != self.kept or stale_fd:  # other kept people, or an interval before its fix
             out.update(self.measure_kept(person, model_dir, artifact))
             torch.save(out, cache)
         return out

@@ -200,9 +200,34 @@ def heldout_by_label(root: str, identities: list[str], image_size: int, fraction
 
 
 def with_interval(values: dict, key: str, spec: str = ".3g") -> str:
-    """``values[key]`` followed by its 95% interval ``values[key + "_ci"]`` in brackets, each formatted by ``spec``."""
+    """``values[key]`` followed by its 95% interval ``values[key + "_ci"]`` in brackets (when it has one), each
+    formatted by ``spec``."""
+    if values.get(key + "_ci") is None:
+        return f"{values[key]:{spec}}"
     lo, hi = values[key + "_ci"]
     return f"{values[key]:{spec}} [{lo:{spec}}, {hi:{spec}}]"
+
+
+def interval_holds(value: float, interval, tolerance: float = 1e-6) -> bool:
+    """``interval`` (a ``[lo, hi]`` pair; anything else is not an interval and is not judged) holds ``value`` up to
+    float rounding."""
+    if not (isinstance(interval, (list, tuple)) and len(interval) == 2
+            and all(isinstance(v, (int, float)) for v in interval)):
+        return True
+    return interval[0] - tolerance <= value <= interval[1] + tolerance
+
+
+def without_invalid_intervals(result):
+    """``result`` without the ``<metric>_ci`` intervals that miss their ``<metric>``: a reused evaluation made before
+    the Fréchet-distance interval was re-centred on its estimate (metrics.bootstrap) keeps its value, not its
+    interval."""
+    if isinstance(result, list):
+        return [without_invalid_intervals(v) for v in result]
+    if not isinstance(result, dict):
+        return result
+    return {k: without_invalid_intervals(v) for k, v in result.items()
+            if not (k.endswith("_ci") and isinstance(result.get(k[:-3]), (int, float))
+                    and not interval_holds(result[k[:-3]], v))}
 
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:

@@ -51,6 +51,7 @@ from harness import (
     heldout_by_label,
     markdown_table,
     with_interval,
+    without_invalid_intervals,
 )
 
 COLUMNS = ["acc_erased", "acc_kept", "FD_pre", "face_rate_erased"]
@@ -150,7 +151,7 @@ def scored(judge: Judge, run: Path, artifact: Path, erased: list[str], extra: di
     """The cached score in ``run/score.json`` or a new one (made with the fit's base fingerprint)."""
     file = run / "score.json"
     if file.is_file():
-        return json.loads(file.read_text())
+        return without_invalid_intervals(json.loads(file.read_text()))
     result = {**extra, **judge.score(run, artifact, erased), "commit": git_commit(),
               "base_fingerprint": base_fingerprint(judge.a.base)}
     file.write_text(json.dumps(result, indent=1) + "\n")

@@ -55,6 +55,23 @@ def problems(file: Path, data: dict | None = None) -> list[str]:
         found.append("no commit field")
     elif subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO, capture_output=True).returncode:
         found.append(f"commit {commit} is not in this repository's history")
+    found += [f"{key} {interval} misses its estimate {value}" for key, value, interval in missed_estimates(data)]
+    return found
+
+
+def missed_estimates(data) -> list[tuple[str, float, list]]:
+    """Every ``<metric>_ci`` that does not hold its ``<metric>`` (up to float rounding): an invalid interval."""
+    from harness import interval_holds
+
+    found = []
+    if isinstance(data, dict):
+        for key, interval in data.items():
+            value = data.get(key[:-3]) if key.endswith("_ci") else None
+            if isinstance(value, (int, float)) and not interval_holds(value, interval):
+                found.append((key, value, interval))
+        data = list(data.values())
+    for item in data if isinstance(data, list) else []:
+        found += missed_estimates(item)
     return found
 
 

@@ -15,17 +15,23 @@ def bootstrap_ci(
     num_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    estimate: float | None = None,
 ) -> tuple[float, float]:
     """Percentile interval of ``statistic(rows)`` over ``num_resamples`` resamples of row indices.
 
     ``statistic`` takes a LongTensor of row indices (with repeats) and returns a float, so one helper
-    serves means of per-sample values and set statistics such as a Fréchet distance.
+    serves means of per-sample values and set statistics such as a Fréchet distance. ``estimate`` (the
+    statistic on all rows) re-centres the resampled values on it: a set statistic is biased by the
+    repeats a resample holds (a Fréchet distance grows with fewer distinct rows), so its raw percentile
+    interval can miss the estimate altogether.
     """
     if num_rows < 1:
         return float("nan"), float("nan")
     gen = torch.Generator().manual_seed(seed)
     values = torch.tensor([statistic(torch.randint(num_rows, (num_rows,), generator=gen))
                            for _ in range(num_resamples)], dtype=torch.float64)
+    if estimate is not None:
+        values += estimate - values.mean()
     tail = (1.0 - level) / 2
     lo, hi = torch.quantile(values, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
     return lo, hi
