@@ -380,7 +380,10 @@ VERDICT_KEYS = [("acc_forget", True), ("acc_retain", False), ("moved_forget", Fa
 
 
 def versus(reference: dict, r: dict, key: str, lower_is_better: bool) -> str:
-    """``better`` / ``worse`` than ``reference`` when the 95% intervals do not overlap, else ``tie``."""
+    """``better`` / ``worse`` than ``reference`` when the 95% intervals do not overlap, else ``tie`` (``?``: an
+    interval is missing)."""
+    if r.get(key + "_ci") is None or reference.get(key + "_ci") is None:
+        return "?"
     (lo, hi), (ref_lo, ref_hi) = r[key + "_ci"], reference[key + "_ci"]
     if lo <= ref_hi and ref_lo <= hi:
         return "tie"
@@ -396,7 +399,8 @@ def ablation_table(methods: dict, name: str, reference: str = "legato_eta1") -> 
     if ref is None or not ablations:
         return []
     md = ["", f"## One factor at a time ({name}; each row names what it changes of {reference})", "",
-          f"Verdict against {reference}: better / worse when the 95% intervals do not overlap, else tie.", ""]
+          f"Verdict against {reference}: better / worse when the 95% intervals do not overlap, else tie"
+          " (?: no interval to judge by).", ""]
     rows = [[f"{reference} (reference)", *[with_interval(ref, k) for k, _ in VERDICT_KEYS], 1.0]]
     for method, r in ablations.items():
         rows.append([method, *[f"{with_interval(r, k)} {versus(ref, r, k, low)}" for k, low in VERDICT_KEYS],

@@ -346,6 +346,7 @@ def test_ablation_verdict_is_a_tie_when_intervals_overlap():
     assert versus(ref, {"acc_forget": 0.0, "acc_forget_ci": [0.0, 0.04]}, "acc_forget", True) == "better"
     assert versus(ref, {"acc_forget": 0.0, "acc_forget_ci": [0.0, 0.04]}, "acc_forget", False) == "worse"
     assert versus(ref, {"acc_forget": 0.3, "acc_forget_ci": [0.2, 0.4]}, "acc_forget", True) == "worse"
+    assert versus(ref, {"acc_forget": 0.3}, "acc_forget", True) == "?"  # a withdrawn interval judges nothing
     assert ablation_table({"lora": {}}, "x") == []  # no default legato: nothing to compare with
     row = {**{k: 0.5 for k in ("acc_forget", "acc_retain", "moved_forget", "pixel_change_retain", "FD_pre")},
            **{f"{k}_ci": [0.4, 0.6] for k in ("acc_forget", "acc_retain", "moved_forget", "pixel_change_retain")},
