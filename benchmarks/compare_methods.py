@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     reused = json.loads(Path(a.reuse).read_text())["per_identity"] if a.reuse else {}
     order = {m: i for i, (_, _, m) in enumerate(plan)}
 
-    def register(name: str, method: str, result: dict) -> None:
+    def register(name: str, method: str, result: dict, write: bool = True) -> None:
         """Add one evaluation (its base scores must match the person's others) and rewrite the results files."""
         nonlocal different_people, out
         different_people = result.get("different_people_cosine", different_people)
@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
                              f"({entry['base']}): not the same base model, samples or judge")
         entry["base"] = base_scores
         entry["samples"] = result["samples"]
-        out = write_results(a, argv, per_identity, different_people, commit)  # after every fit: partial results survive
+        if write:  # after every fit: partial results survive
+            out = write_results(a, argv, per_identity, different_people, commit)
 
     # cached and reused evaluations first, so a run stopped early still writes every one of them
     missing = []
@@ -260,11 +261,13 @@ def main(argv: list[str] | None = None) -> dict:
         elif result_file.is_file():
             result = without_invalid_intervals(json.loads(result_file.read_text()))
             verify_cached(result, a, name, method, result_file.parent)
-            register(name, method, result)
+            register(name, method, result, write=False)
         elif method in reused.get(name, {}).get("methods", {}):
-            register(name, method, without_invalid_intervals(reused[name]["methods"][method]))
+            register(name, method, without_invalid_intervals(reused[name]["methods"][method]), write=False)
         elif not a.report_only:
             missing.append((name, f, method))
+    if per_identity:  # once every cached and reused one is in: the --reuse file may be the one written
+        out = write_results(a, argv, per_identity, different_people, commit)
     if missing:  # base samples and the judge only when something is evaluated anew
         before_all = base_samples(unet, base.scheduler, all_labels, work / "base_samples.pt", **kwargs)
         encoder = load_encoder("dlib")
