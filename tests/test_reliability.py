@@ -32,17 +32,21 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tiny_base_dir, tmp_path):
-    full = _run(_fit_cmd(tiny_base_dir, tmp_path / "full"))
+@pytest.mark.parametrize("objective", [[], ["--model.init_args.w_adversarial", "1.0"]], ids=["default", "adversarial"])
+def test_sigkill_then_resume_matches_uninterrupted(tiny_base_dir, tmp_path, objective):
+    """A fit killed after step 4 and resumed from its last checkpoint ends where an uninterrupted one does (the
+    adversarial objective's attack inputs are part of the checkpoint)."""
+    full = _run(_fit_cmd(tiny_base_dir, tmp_path / "full", *objective))
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", "--trainer.callbacks+=fault_callbacks.KillAtStep",
+    killed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", *objective, "--trainer.callbacks+=fault_callbacks.KillAtStep",
                            "--trainer.callbacks.step", "5"))
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "adapters").exists()
     ckpt = torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
-    assert all(k.startswith("method.adapters.") for k in ckpt["state_dict"]) and "optimizer_states" in ckpt
-    resumed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", "--ckpt_path", "last"))
+    assert all(k.startswith(("method.adapters.", "adversary.")) for k in ckpt["state_dict"])
+    assert ("adversary.inputs" in ckpt["state_dict"]) == bool(objective) and "optimizer_states" in ckpt
+    resumed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", *objective, "--ckpt_path", "last"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(tmp_path / "full" / "adapters" / "adapters.safetensors")
     b = load_file(tmp_path / "cut" / "adapters" / "adapters.safetensors")

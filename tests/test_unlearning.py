@@ -172,11 +172,12 @@ def test_cli_bad_base_model_directory(tmp_path, capsys, make, message):
     assert message in capsys.readouterr().err
 
 
-def test_cli_ddp_two_processes(tiny_base_dir, tmp_path):
+@pytest.mark.parametrize("objective", [[], ["--model.init_args.w_adversarial", "1.0"]], ids=["default", "adversarial"])
+def test_cli_ddp_two_processes(tiny_base_dir, tmp_path, objective):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", TINY, "--model.init_args.base_model",
            str(tiny_base_dir), "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.devices", "2",
-           "--trainer.strategy", "ddp", "--model.init_args.output_dir", str(tmp_path / "adapters")]
+           "--trainer.strategy", "ddp", "--model.init_args.output_dir", str(tmp_path / "adapters"), *objective]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "adapters" / "adapters.safetensors").is_file()
@@ -257,3 +258,61 @@ def test_accumulated_micro_batches_each_get_their_own_data_and_noise(tiny_base_d
     trainer.fit(module, datamodule=dm)
     assert [s[0] for s in seen] == [0, 1, 2, 3]  # two optimizer steps of two micro-batches, four noise draws
     assert len({s[2] for s in seen}) == 4, "an accumulated micro-batch repeated another's retain photos"
+
+
+def _adversarial(tiny_base_dir, w: float, **kwargs) -> tuple[UnlearningModule, dict]:
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=8, hflip=False)
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative", w_adversarial=w, **kwargs)
+    dm.setup("fit")
+    module.bind_data(dm)
+    randomize_(module.adapters, scale=0.2)  # the student differs from the teacher
+    return module, _batch()
+
+
+def test_adversarial_term_attacks_the_student_and_trains_only_the_adapters(tiny_base_dir):
+    """In training the inner attack moves the person's condition input (signed steps of adversarial_lr), a new
+    ``adversarial`` term appears, the other terms are the same numbers with it on or off, and gradients reach the
+    adapters only (not the UNet, not the attack's input). In evaluation the input stays where it is."""
+    terms = {}
+    for w in (0.0, 1.0):
+        module, batch = _adversarial(tiny_base_dir, w, adversarial_steps=3, adversarial_lr=0.05)
+        start = module.adversary.inputs.clone() if w else None
+        terms[w] = module.compute_losses(batch, noise_step=7)
+    moved = module.adversary.inputs - start
+    assert moved.abs().max() == pytest.approx(0.15) and moved.abs().min() > 0  # 3 signed steps, every element
+    assert set(terms[1.0]) == {*terms[0.0], "adversarial"} and terms[1.0]["adversarial"] > 0
+    for name in ("forget", "retain", "adjacency"):
+        torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
+    module.total_loss(terms[1.0]).backward()
+    assert all(p.grad is None for p in module.unet.parameters()) and module.adversary.inputs.grad is None
+    assert all(p.grad is not None for p in module.adapters.parameters())
+    module.eval()
+    frozen = module.adversary.inputs.clone()
+    module.compute_losses(batch, noise_step=8)
+    assert torch.equal(module.adversary.inputs, frozen)
+
+
+def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):
+    """The inner attack lowers the student's denoising loss of the person's photos under its condition, as the
+    audit's inversion does; the model's parameters get no gradient from it."""
+    from legato_pl.models.diffusion import add_noise, diffusion_target
+
+    module, batch = _adversarial(tiny_base_dir, 1.0, adversarial_steps=40, adversarial_lr=0.02)
+    cond = module.conditioning
+    x0 = batch["forget_images"]
+    x_t, noise, t = add_noise(module.scheduler, x0, torch.Generator().manual_seed(0))
+    rows = torch.zeros(len(x0), dtype=torch.long)
+    losses = module.adversary.attack(module.unet, cond, x_t, t, diffusion_target(module.scheduler, x0, noise, t), rows)
+    assert len(losses) == 40 and losses[-1] < 0.96 * losses[0], losses  # a random tiny UNet: a small but steady fall
+    assert all(p.grad is None for p in module.parameters())
+
+
+@pytest.mark.parametrize("kwargs, message", [({"w_adversarial": -1.0}, "w_adversarial must be >= 0"),
+                                             ({"adversarial_lr": 0.0}, "adversarial_lr must be > 0"),
+                                             ({"adversarial_steps": -1}, "adversarial_steps must be >= 0")])
+def test_bad_adversarial_settings_are_refused(tiny_base_dir, kwargs, message):
+    from legato_pl.errors import LegatoInputError
+
+    with pytest.raises(LegatoInputError, match=message):
+        UnlearningModule(str(tiny_base_dir), method=tiny(), **kwargs)

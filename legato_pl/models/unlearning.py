@@ -16,9 +16,10 @@ from legato_pl.errors import LegatoInputError
 from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, load_method, method_spec
 from legato_pl.methods.stack import stack_parts
 from legato_pl.models.base import downsampling_factor, load_base_model
-from legato_pl.models.diffusion import add_noise, micro_step, step_generator
+from legato_pl.models.diffusion import add_noise, diffusion_target, micro_step, step_generator
 from legato_pl.objectives import (
     FORGET_TARGETS,
+    ConditionAdversary,
     adjacent_embeddings,
     forget_target,
     preservation,
@@ -57,6 +58,11 @@ class UnlearningModule(pl.LightningModule):
             condition is denoised as the teacher denoises it under that person's own condition, so the condition
             stops pulling towards the person and follows whoever the sample becomes (a plausible stranger, not
             the noise the forget target alone leaves where it was never trained). 0 turns it off.
+        w_adversarial: weight of the adversarial term (AdvUnlearn / Receler style): per forgotten person a condition
+            is inverted against the current student (``adversarial_steps`` signed-gradient steps of size
+            ``adversarial_lr`` per training step, warm-started, as the audit's condition inversion does), and the
+            person's photos under it get the forget target too, so the person cannot be drawn back by another
+            input. 0 turns it off.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
@@ -81,6 +87,9 @@ class UnlearningModule(pl.LightningModule):
         w_trajectory: float = 0.1,
         w_adjacency: float = 0.5,
         w_stranger: float = 0.0,
+        w_adversarial: float = 0.0,
+        adversarial_steps: int = 2,
+        adversarial_lr: float = 1e-2,
         adjacency_alpha_max: float = 1.0,
         lr: float = 1e-3,
         output_dir: str | None = None,
@@ -94,9 +103,12 @@ class UnlearningModule(pl.LightningModule):
         self.save_hyperparameters()
         if forget_target not in FORGET_TARGETS:
             raise LegatoInputError(f"forget_target must be one of {FORGET_TARGETS}, got {forget_target!r}")
-        for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "w_stranger", "adjacency_alpha_max"):
+        for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "w_stranger", "w_adversarial",
+                     "adjacency_alpha_max", "adversarial_steps"):
             if getattr(self.hparams, name) < 0:
                 raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
+        if adversarial_lr <= 0:
+            raise LegatoInputError(f"adversarial_lr must be > 0, got {adversarial_lr}")
         base = load_base_model(base_model, prompt_templates, anchor_prompt)
         if base.conditioning is None:
             raise LegatoInputError(
@@ -176,6 +188,12 @@ class UnlearningModule(pl.LightningModule):
             raise LegatoInputError(f"image_size {dm.image_size} must be a multiple of {factor} for this UNet")
         index = {n: i for i, n in enumerate(self.identities)}
         self.label_map = torch.tensor([index[n] for n in dm.class_names], device=self.device)
+        forgotten = [index[n] for n in getattr(dm, "forget", [])]
+        self.register_buffer("forget_classes", torch.tensor(forgotten, dtype=torch.long, device=self.device),
+                             persistent=False)
+        if self.hparams.w_adversarial > 0 and getattr(self, "adversary", None) is None:
+            self.adversary = ConditionAdversary(cond.soft_init(self.unet), len(forgotten),
+                                                self.hparams.adversarial_steps, self.hparams.adversarial_lr).to(self.device)
         trainable = sum(p.numel() for p in self.method.trainable_parameters())
         frozen = sum(p.numel() for p in self.unet.parameters() if not p.requires_grad)
         rank_zero_info(f"{self.method_label}: trainable parameters {trainable:,}; frozen UNet parameters {frozen:,}")
@@ -209,7 +227,8 @@ class UnlearningModule(pl.LightningModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer else (0, 1)
         step = self.global_step if noise_step is None else noise_step
         gen = step_generator(h.seed, step, self.device)
-        xf, _, tf = add_noise(self.scheduler, cond.to_latents(batch["forget_images"]), gen, rank, world)
+        lf = cond.to_latents(batch["forget_images"])
+        xf, noise_f, tf = add_noise(self.scheduler, lf, gen, rank, world)
         xr, _, tr = add_noise(self.scheduler, cond.to_latents(batch["retain_images"]), gen, rank, world)
         dtype = next(self.unet.parameters()).dtype  # a half-precision frozen base takes its inputs in its dtype
         xf, xr = xf.to(dtype), xr.to(dtype)
@@ -230,6 +249,13 @@ class UnlearningModule(pl.LightningModule):
         s_f, s_r, s_null, _, s_adj = conditions(self.unet)
         use_adj, use_stranger = h.w_adjacency > 0, h.w_stranger > 0
         negative = h.forget_target == "negative"
+        if use_adv := h.w_adversarial > 0:  # the person's inverted conditions, against the student as it is now
+            rows = (yf[:, None] == self.forget_classes[None]).float().argmax(1)
+            if self.training and torch.is_grad_enabled():
+                reduce = (lambda g: self.trainer.strategy.reduce(g, reduce_op="mean")) if self._trainer else (lambda g: g)
+                self.adversary.attack(self.unet, cond, xf, tf, diffusion_target(self.scheduler, lf, noise_f, tf),
+                                      rows, reduce)
+            s_adv = self.adversary.conditions(self.unet, cond, rows).to(dtype)
 
         # teacher: same UNet, adapters off
         anchor_f = e_r[partner_index] if h.forget_target == "other" else e_anchor[:nf]
@@ -239,12 +265,15 @@ class UnlearningModule(pl.LightningModule):
             if use_adj:
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
         with torch.no_grad(), self.method.teacher() as teacher_unet:
+            if use_adv:
+                t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [self.adversary.conditions(teacher_unet, cond, rows).to(dtype)]
             teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).float().split(
                 [len(x) for x in t_x]
             )
         eps_anchor_f, eps_r_c, eps_r_null = teacher[:3]
         eps_f_c = teacher[3] if negative else None
         eps_adj_c = teacher[4] if negative and use_adj else None
+        eps_adv_c = teacher[-1] if use_adv else None
 
         # student: adapters on, one forward
         s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
@@ -252,6 +281,8 @@ class UnlearningModule(pl.LightningModule):
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adj]
         if use_stranger:  # another person's photo under the forgotten condition
             s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_f]
+        if use_adv:  # the person's photo under the condition that still draws them
+            s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adv]
         student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).float().split(
             [len(x) for x in s_x])
 
@@ -263,7 +294,10 @@ class UnlearningModule(pl.LightningModule):
         if use_adj:
             losses["adjacency"] = preservation(student[3], forget_target(eps_anchor_f, eps_adj_c, h.forget_target, h.eta))
         if use_stranger:  # ... is denoised as the teacher denoises it under that person's own condition
-            losses["stranger"] = preservation(student[-1], eps_r_c[partner_index])
+            losses["stranger"] = preservation(student[4 if use_adj else 3], eps_r_c[partner_index])
+        if use_adv:  # ... gets the forget target, as the name does
+            losses["adversarial"] = preservation(student[-1], forget_target(eps_anchor_f, eps_adv_c, h.forget_target,
+                                                                             h.eta))
         return losses
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
@@ -307,6 +341,7 @@ class UnlearningModule(pl.LightningModule):
     @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = {name for name, p in self.named_parameters() if p.requires_grad}  # trainable state only
+        keep |= {name for name, _ in self.named_buffers() if name.startswith("adversary.")}  # where the attack is
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         hparams = checkpoint.get("hyper_parameters", {})
         if not isinstance(hparams.get("method"), str | dict):  # plain data, loadable with weights_only=True

@@ -1,5 +1,6 @@
-"""Forget, retain, trajectory-consistency and adjacency objectives."""
+"""Forget, retain, trajectory-consistency and adjacency objectives, and the adversarial inner attacker."""
 
+from legato_pl.objectives.adversary import ConditionAdversary
 from legato_pl.objectives.losses import (
     FORGET_TARGETS,
     adjacent_embeddings,
@@ -8,4 +9,5 @@ from legato_pl.objectives.losses import (
     trajectory_consistency,
 )
 
-__all__ = ["FORGET_TARGETS", "adjacent_embeddings", "forget_target", "preservation", "trajectory_consistency"]
+__all__ = ["FORGET_TARGETS", "ConditionAdversary", "adjacent_embeddings", "forget_target", "preservation",
+           "trajectory_consistency"]

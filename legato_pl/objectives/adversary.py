@@ -1,0 +1,60 @@
+"""The inner attacker of adversarial unlearning (AdvUnlearn / Receler style), for any conditioning.
+
+Per forgotten person, a condition input (a class-embedding vector, or token embeddings of a text model) is
+inverted against the *current* student: signed-gradient steps lower the plain diffusion loss of that person's
+noised photos under it, exactly as the audit's condition inversion does from the outside. The unlearning
+objective then also pushes the student away from the person under that condition, so erasure has to hold
+for the inputs that still draw the person, not only for the person's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from legato_pl.conditioning import Conditioning
+
+
+class ConditionAdversary(nn.Module):
+    """One learnable condition input per forgotten person, warm-started across training steps.
+
+    Args:
+        init: the input a search starts from (:meth:`Conditioning.soft_init`: "a person, nobody in particular").
+        num_people: how many people are forgotten (row ``i`` attacks the ``i``-th).
+        steps: signed-gradient steps per training step (0: the inputs never move).
+        lr: the size of each step (per element).
+    """
+
+    def __init__(self, init: Tensor, num_people: int, steps: int = 2, lr: float = 1e-2):
+        super().__init__()
+        if steps < 0 or lr <= 0 or num_people < 1:
+            raise ValueError(f"adversary needs steps >= 0, lr > 0 and a person (got {steps}, {lr}, {num_people})")
+        self.steps, self.lr = steps, lr
+        self.register_buffer("inputs", init.detach().float().unsqueeze(0).repeat(num_people, *[1] * init.dim()))
+
+    def conditions(self, unet: nn.Module, conditioning: Conditioning, rows: Tensor,
+                   inputs: Tensor | None = None) -> Tensor:
+        """The conditions ``unet`` makes of the inputs of ``rows`` (one per sample)."""
+        inputs = self.inputs if inputs is None else inputs
+        return torch.cat([conditioning.soft_condition(unet, inputs[r]) for r in rows.tolist()])
+
+    @torch.enable_grad()
+    def attack(self, unet: nn.Module, conditioning: Conditioning, x_t: Tensor, t: Tensor, target: Tensor,
+               rows: Tensor, reduce: Callable[[Tensor], Tensor] = lambda g: g) -> list[float]:
+        """``self.steps`` steps that make ``unet`` denoise ``x_t`` (to ``target``) better under the inputs of
+        ``rows``; only the inputs change (no gradient reaches the model). ``reduce`` averages the gradient over
+        processes so every rank keeps the same inputs. Returns the loss before each step."""
+        losses = []
+        dtype = x_t.dtype
+        for _ in range(self.steps):
+            inputs = self.inputs.detach().requires_grad_(True)
+            cond = self.conditions(unet, conditioning, rows, inputs).to(dtype)
+            loss = F.mse_loss(conditioning.predict(unet, x_t, t, cond).float(), target.float())
+            (grad,) = torch.autograd.grad(loss, inputs)
+            with torch.no_grad():
+                self.inputs -= self.lr * reduce(grad).sign()
+            losses.append(loss.item())
+        return losses
