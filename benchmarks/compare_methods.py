@@ -83,6 +83,11 @@ METHODS = {
     "legato_stranger_anchor": ["--model.init_args.w_stranger", "1.0", "--model.init_args.forget_target", "anchor"],
     # on today's default (stranger term on): the person's photos denoised as under another person's condition
     "legato_other": ["--model.init_args.forget_target", "other"],
+    # today's default (configs/legato_lfw.yaml: the stranger term at eta 1) plus the adversarial term (issue 25 item
+    # 4a: a condition inverted against the student each step also gets the forget target), spelled out so it
+    # means the same on top of the frozen eta2 config
+    "legato_adv": ["--model.init_args.w_stranger", "1.0", "--model.init_args.eta", "1.0",
+                   "--model.init_args.w_adversarial", "1.0"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],

@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
         made = {"command": command, "commit": git_commit()}
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-            results[variant] = {**made, "error": f"exit {proc.returncode}: {tail[:300]}"}
+            results[variant] = {**made, "error": f"exit {proc.returncode}: {tail[:300]}",
+                                **({"latent_size": a.sdxl_latent} if variant == "legato_sdxl" else {})}
         else:
             results[variant] = {**made, **json.loads(proc.stdout.strip().splitlines()[-1])}
         print(variant, results[variant], flush=True)
@@ -197,11 +198,14 @@ def main(argv: list[str] | None = None) -> dict:
           f"Command: `{out['command']}`", "", "| variant | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
     md += [f"| {k} | " + (" | ".join(fmt(r.get(x)) for x in keys) if "error" not in r else r["error"]) + " |"
            for k, r in sd15.items()]
-    if sdxl is not None:
+    if sdxl is not None and "error" in sdxl:
+        md += ["", f"legato on an SDXL-sized UNet ({fmt(sdxl.get('latent_size'))}x{fmt(sdxl.get('latent_size'))} "
+               f"latents, batch {a.batch}) did not run: {sdxl['error']}"]
+    elif sdxl is not None:
         md += ["", f"legato on an SDXL-sized UNet ({fmt(sdxl.get('unet_params'))} parameters, "
                f"{fmt(sdxl.get('latent_size'))}x{fmt(sdxl.get('latent_size'))} latents, batch {a.batch}): "
-               + (f"{fmt(sdxl['seconds_per_step'])} s per step, peak RSS {fmt(sdxl['peak_rss_mb'])} MB, "
-                  f"{fmt(sdxl['trainable_params'])} trainable parameters" if "error" not in sdxl else sdxl["error"])]
+               f"{fmt(sdxl['seconds_per_step'])} s per step, peak RSS {fmt(sdxl['peak_rss_mb'])} MB, "
+               f"{fmt(sdxl['trainable_params'])} trainable parameters"]
     (out_dir / "sd_scale_cost.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return out
