@@ -45,7 +45,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_base_dir, tmp_path, obje
     ckpt = torch.load(tmp_path / "cut" / "ckpt" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
     assert all(k.startswith(("method.adapters.", "adversary.")) for k in ckpt["state_dict"])
-    assert ("adversary.inputs" in ckpt["state_dict"]) == bool(objective) and "optimizer_states" in ckpt
+    assert ("adversary.input_0" in ckpt["state_dict"]) == bool(objective) and "optimizer_states" in ckpt
     resumed = _run(_fit_cmd(tiny_base_dir, tmp_path / "cut", *objective, "--ckpt_path", "last"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(tmp_path / "full" / "adapters" / "adapters.safetensors")

@@ -67,6 +67,9 @@ def test_sdxl_conditioning_packs_both_encoders_and_the_pooled_embedding(sdxl_dir
     cond.soft_condition(module.unet, vectors).sum().backward()
     assert vectors.grad is not None and vectors.shape == (1, cond.text_encoder.config.hidden_size
                                                           + cond.text_encoder_2.config.hidden_size)
+    own = cond.soft_init(module.unet, 1)  # a person's own start: the name's tokens in both encoders
+    torch.testing.assert_close(cond.soft_condition(module.unet, own),
+                               cond.for_unet(module.unet, cond.encode_prompts([cond.prompt(1)])), rtol=0, atol=1e-5)
 
 
 def test_cli_erases_a_name_from_sdxl_and_the_artifact_loads_on_a_half_precision_pipeline(sdxl_dir, tmp_path):

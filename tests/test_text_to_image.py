@@ -263,6 +263,14 @@ def test_soft_tokens_reproduce_the_prompt_and_carry_gradients(t2i_dir):
     assert vectors.grad.abs().sum() > 0 and all(p.grad is None for p in text.text_encoder.parameters())
     with pytest.raises(ValueError, match="for 1 vectors"):
         text.soft_states("<*> and <*>", own[:1])
+    # a person's own start (the adversarial objective's): the name's tokens, which give that person's prompt
+    text.use_identities(["Jane_Doe", "Wilhelmina_Roe"], "the test")
+    label = 1
+    start = text.soft_init(None, label)
+    name = text.identities[label].replace("_", " ")
+    assert len(start) == len(text.tokenizer(name, add_special_tokens=False).input_ids)
+    torch.testing.assert_close(text.soft_condition(text.text_encoder, start), text.encode_prompts([text.prompt(label)]),
+                               rtol=0, atol=1e-6)
 
 
 def test_text_model_audit_runs_every_attack_and_the_prompt_attack_optimises(t2i_dir, tmp_path):

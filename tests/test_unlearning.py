@@ -277,20 +277,22 @@ def test_adversarial_term_attacks_the_student_and_trains_only_the_adapters(tiny_
     terms = {}
     for w in (0.0, 1.0):
         module, batch = _adversarial(tiny_base_dir, w, adversarial_steps=3, adversarial_lr=0.05)
-        start = module.adversary.inputs.clone() if w else None
+        start = module.adversary.input_0.clone() if w else None
         terms[w] = module.compute_losses(batch, noise_step=7)
-    moved = module.adversary.inputs - start
-    assert moved.abs().max() == pytest.approx(0.15) and moved.abs().min() > 0  # 3 signed steps, every element
+    # it starts at the person's own class embedding and moves 3 signed steps on every element
+    torch.testing.assert_close(start, module.unet.class_embedding.weight[1])
+    moved = module.adversary.input_0 - start
+    assert moved.abs().max() == pytest.approx(0.15) and moved.abs().min() > 0
     assert set(terms[1.0]) == {*terms[0.0], "adversarial"} and terms[1.0]["adversarial"] > 0
     for name in ("forget", "retain", "adjacency"):
         torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
     module.total_loss(terms[1.0]).backward()
-    assert all(p.grad is None for p in module.unet.parameters()) and module.adversary.inputs.grad is None
+    assert all(p.grad is None for p in module.unet.parameters()) and module.adversary.input_0.grad is None
     assert all(p.grad is not None for p in module.adapters.parameters())
     module.eval()
-    frozen = module.adversary.inputs.clone()
+    frozen = module.adversary.input_0.clone()
     module.compute_losses(batch, noise_step=8)
-    assert torch.equal(module.adversary.inputs, frozen)
+    assert torch.equal(module.adversary.input_0, frozen)
 
 
 def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):

@@ -60,8 +60,9 @@ class Conditioning(ABC):
 
     # attacks (legato_pl.audit) -------------------------------------------------------------------
     @abstractmethod
-    def soft_init(self, unet: nn.Module) -> Tensor:
-        """Start of a condition inversion: the learnable input that stands for "a person, nobody in particular"."""
+    def soft_init(self, unet: nn.Module, label: int | None = None) -> Tensor:
+        """Start of a condition inversion: the learnable input that stands for "a person, nobody in particular", or
+        for identity ``label`` (its own input: an adversary searching near the name)."""
 
     @abstractmethod
     def soft_condition(self, unet: nn.Module, vectors: Tensor) -> Tensor:

@@ -42,8 +42,8 @@ class ClassConditioning(Conditioning):
     def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         return predict_noise(unet, x, t, cond)
 
-    def soft_init(self, unet: nn.Module) -> Tensor:
-        return unet.class_embedding.weight[self.null_class].detach().clone()
+    def soft_init(self, unet: nn.Module, label: int | None = None) -> Tensor:
+        return unet.class_embedding.weight[self.null_class if label is None else label].detach().clone()
 
     def soft_condition(self, unet: nn.Module, vectors: Tensor) -> Tensor:
         return vectors.reshape(1, -1)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from legato_pl.conditioning.text import DEFAULT_TEMPLATES, STRANGER, TextConditioning, soft_encode
+from legato_pl.conditioning.text import DEFAULT_TEMPLATES, STRANGER, TextConditioning, display_name, soft_encode
 
 
 class SDXLTextConditioning(TextConditioning):
@@ -67,9 +67,11 @@ class SDXLTextConditioning(TextConditioning):
     def _width_1(self) -> int:
         return self.text_encoder.get_input_embeddings().weight.shape[1]
 
-    def soft_init(self, unet: nn.Module) -> Tensor:
-        person = [self.tokenizer("person", add_special_tokens=False).input_ids[:1],
-                  self.tokenizer_2("person", add_special_tokens=False).input_ids[:1]]
+    def soft_init(self, unet: nn.Module, label: int | None = None) -> Tensor:
+        words = "person" if label is None else display_name(self.identities[label])
+        person = [tok(words, add_special_tokens=False).input_ids for tok in (self.tokenizer, self.tokenizer_2)]
+        if label is None or len(person[0]) != len(person[1]):  # a name the two vocabularies split alike, else "person"
+            person = [tok("person", add_special_tokens=False).input_ids[:1] for tok in (self.tokenizer, self.tokenizer_2)]
         return torch.cat([self.text_encoder.get_input_embeddings().weight[person[0]],
                           self.text_encoder_2.get_input_embeddings().weight[person[1]]], dim=-1).detach().clone()
 

@@ -28,7 +28,8 @@ def soft_encode(tokenizer, text_encoder: nn.Module, text: str, vectors: Tensor, 
         ids += tokenizer(piece.strip(), add_special_tokens=False).input_ids if piece.strip() else []
         if i < len(vectors):
             slots.append(len(ids))
-            ids.append(tokenizer.eos_token_id)  # a placeholder: its embedding is replaced
+            # a placeholder (its embedding is replaced); not the end token: CLIP pools the states at the first one
+            ids.append(tokenizer.bos_token_id)
     ids.append(tokenizer.eos_token_id)
     if len(ids) > tokenizer.model_max_length:
         raise ValueError(f"{text!r} is longer than the text encoder's {tokenizer.model_max_length} tokens")
@@ -132,9 +133,10 @@ class TextConditioning(Conditioning):
         instead of a token (textual-inversion / prompt-attack style); differentiable in ``vectors``."""
         return soft_encode(self.tokenizer, self.text_encoder, text, vectors)[0]
 
-    def soft_init(self, unet: nn.Module) -> Tensor:
-        person = self.tokenizer("person", add_special_tokens=False).input_ids
-        return self.text_encoder.get_input_embeddings().weight[person[:1]].detach().clone()
+    def soft_init(self, unet: nn.Module, label: int | None = None) -> Tensor:
+        words = "person" if label is None else display_name(self.identities[label])
+        ids = self.tokenizer(words, add_special_tokens=False).input_ids
+        return self.text_encoder.get_input_embeddings().weight[ids[:1] if label is None else ids].detach().clone()
 
     def soft_condition(self, unet: nn.Module, vectors: Tensor) -> Tensor:
         """States of the first template with the name replaced by the learnable tokens ``vectors`` ``[K, D]``."""

@@ -59,8 +59,9 @@ class UnlearningModule(pl.LightningModule):
             stops pulling towards the person and follows whoever the sample becomes (a plausible stranger, not
             the noise the forget target alone leaves where it was never trained). 0 turns it off.
         w_adversarial: weight of the adversarial term (AdvUnlearn / Receler style): per forgotten person a condition
-            is inverted against the current student (``adversarial_steps`` signed-gradient steps of size
-            ``adversarial_lr`` per training step, warm-started, as the audit's condition inversion does), and the
+            is inverted against the current student, starting from the person's own condition input
+            (``adversarial_steps`` signed-gradient steps of size ``adversarial_lr`` per training step,
+            warm-started, as the audit's condition inversion does), and the
             person's photos under it get the forget target too, so the person cannot be drawn back by another
             input. 0 turns it off.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
@@ -192,7 +193,7 @@ class UnlearningModule(pl.LightningModule):
         self.register_buffer("forget_classes", torch.tensor(forgotten, dtype=torch.long, device=self.device),
                              persistent=False)
         if self.hparams.w_adversarial > 0 and getattr(self, "adversary", None) is None:
-            self.adversary = ConditionAdversary(cond.soft_init(self.unet), len(forgotten),
+            self.adversary = ConditionAdversary([cond.soft_init(self.unet, f) for f in forgotten],
                                                 self.hparams.adversarial_steps, self.hparams.adversarial_lr).to(self.device)
         trainable = sum(p.numel() for p in self.method.trainable_parameters())
         frozen = sum(p.numel() for p in self.unet.parameters() if not p.requires_grad)

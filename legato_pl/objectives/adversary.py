@@ -22,21 +22,27 @@ class ConditionAdversary(nn.Module):
     """One learnable condition input per forgotten person, warm-started across training steps.
 
     Args:
-        init: the input a search starts from (:meth:`Conditioning.soft_init`: "a person, nobody in particular").
-        num_people: how many people are forgotten (row ``i`` attacks the ``i``-th).
+        inits: where each person's search starts (:meth:`Conditioning.soft_init` with the person's label: the
+            name's own input, as AdvUnlearn starts from the concept's prompt; a neutral start puts the forget
+            target next to the unconditional condition, which every person's guided sample uses).
         steps: signed-gradient steps per training step (0: the inputs never move).
         lr: the size of each step (per element).
     """
 
-    def __init__(self, init: Tensor, num_people: int, steps: int = 2, lr: float = 1e-2):
+    def __init__(self, inits: list[Tensor], steps: int = 2, lr: float = 1e-2):
         super().__init__()
-        if steps < 0 or lr <= 0 or num_people < 1:
-            raise ValueError(f"adversary needs steps >= 0, lr > 0 and a person (got {steps}, {lr}, {num_people})")
-        self.steps, self.lr = steps, lr
-        self.register_buffer("inputs", init.detach().float().unsqueeze(0).repeat(num_people, *[1] * init.dim()))
+        if steps < 0 or lr <= 0 or not inits:
+            raise ValueError(f"adversary needs steps >= 0, lr > 0 and a person (got {steps}, {lr}, {len(inits)})")
+        self.steps, self.lr, self.num_people = steps, lr, len(inits)
+        for i, init in enumerate(inits):  # one buffer each: a text model's names differ in token count
+            self.register_buffer(f"input_{i}", init.detach().float().clone())
+
+    @property
+    def inputs(self) -> list[Tensor]:
+        return [getattr(self, f"input_{i}") for i in range(self.num_people)]
 
     def conditions(self, unet: nn.Module, conditioning: Conditioning, rows: Tensor,
-                   inputs: Tensor | None = None) -> Tensor:
+                   inputs: list[Tensor] | None = None) -> Tensor:
         """The conditions ``unet`` makes of the inputs of ``rows`` (one per sample)."""
         inputs = self.inputs if inputs is None else inputs
         return torch.cat([conditioning.soft_condition(unet, inputs[r]) for r in rows.tolist()])
@@ -48,13 +54,13 @@ class ConditionAdversary(nn.Module):
         ``rows``; only the inputs change (no gradient reaches the model). ``reduce`` averages the gradient over
         processes so every rank keeps the same inputs. Returns the loss before each step."""
         losses = []
-        dtype = x_t.dtype
         for _ in range(self.steps):
-            inputs = self.inputs.detach().requires_grad_(True)
-            cond = self.conditions(unet, conditioning, rows, inputs).to(dtype)
+            inputs = [x.detach().requires_grad_(True) for x in self.inputs]
+            cond = self.conditions(unet, conditioning, rows, inputs).to(x_t.dtype)
             loss = F.mse_loss(conditioning.predict(unet, x_t, t, cond).float(), target.float())
-            (grad,) = torch.autograd.grad(loss, inputs)
+            grads = torch.autograd.grad(loss, inputs, allow_unused=True)
             with torch.no_grad():
-                self.inputs -= self.lr * reduce(grad).sign()
+                for x, g in zip(self.inputs, grads):
+                    x -= self.lr * reduce(torch.zeros_like(x) if g is None else g).sign()
             losses.append(loss.item())
         return losses
