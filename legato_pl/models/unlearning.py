@@ -63,7 +63,7 @@ class UnlearningModule(pl.LightningModule):
             (``adversarial_steps`` signed-gradient steps of size ``adversarial_lr`` per training step,
             warm-started, as the audit's condition inversion does), and the
             person's photos under it get the forget target too, so the person cannot be drawn back by another
-            input. 0 turns it off.
+            input. 0 turns it off. Measured on LFW (docs/results.md): it disturbs the other people; not a default.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).

@@ -23,8 +23,7 @@ class ConditionAdversary(nn.Module):
 
     Args:
         inits: where each person's search starts (:meth:`Conditioning.soft_init` with the person's label: the
-            name's own input, as AdvUnlearn starts from the concept's prompt; a neutral start puts the forget
-            target next to the unconditional condition, which every person's guided sample uses).
+            name's own input, as AdvUnlearn starts from the concept's prompt).
         steps: signed-gradient steps per training step (0: the inputs never move).
         lr: the size of each step (per element).
     """
