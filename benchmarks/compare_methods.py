@@ -174,8 +174,7 @@ def tradeoff_plot(per_identity: dict, path: Path) -> None:
         for method, r in result["methods"].items():
             curve = r["curve"]
             x, y = [c["FD_pre"] for c in curve], [c["acc_forget"] for c in curve]
-            # percentile intervals; a resampled Fréchet distance is biased upward, so its interval may lie
-            # above the point estimate: bars are clipped at the point rather than drawn negative
+            # 95% intervals as bars (clipped at the point, never drawn negative)
             fd_ci = [c.get("FD_pre_ci") or [c["FD_pre"]] * 2 for c in curve]  # none: a withdrawn interval
             xerr = [[max(0.0, c["FD_pre"] - ci[0]) for c, ci in zip(curve, fd_ci)],
                     [max(0.0, ci[1] - c["FD_pre"]) for c, ci in zip(curve, fd_ci)]]

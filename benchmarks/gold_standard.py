@@ -55,8 +55,8 @@ from harness import (
     cached_fit,
     command_line,
     git_commit,
-    interval_holds,
     markdown_table,
+    misses_estimate,
     run_cli,
     with_interval,
 )
@@ -152,8 +152,8 @@ class Bench:
         if not cache.is_file():
             torch.save(self.measure_person(person, model_dir, artifact), cache)
         out = torch.load(cache)
-        stale_fd = out.get("FD_pre") is not None and not interval_holds(out["FD_pre"], out.get("FD_pre_ci"))
-        if out.get("kept_labels") != self.kept or stale_fd:  # other kept people, or an interval before its fix
+        # measured before on other kept people, or with an FD interval made before its fix
+        if out.get("kept_labels") != self.kept or misses_estimate(out, "FD_pre_ci"):
             out.update(self.measure_kept(person, model_dir, artifact))
             torch.save(out, cache)
         return out

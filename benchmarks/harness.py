@@ -208,13 +208,14 @@ def with_interval(values: dict, key: str, spec: str = ".3g") -> str:
     return f"{values[key]:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
-def interval_holds(value: float, interval, tolerance: float = 1e-6) -> bool:
-    """``interval`` (a ``[lo, hi]`` pair; anything else is not an interval and is not judged) holds ``value`` up to
-    float rounding."""
-    if not (isinstance(interval, (list, tuple)) and len(interval) == 2
+def misses_estimate(values: dict, key: str, tolerance: float = 1e-6) -> bool:
+    """``values[key]`` is an interval (``<metric>_ci``, a ``[lo, hi]`` pair) that does not hold its numeric
+    ``values[<metric>]`` up to float rounding; anything else is not judged."""
+    value, interval = values.get(key[:-3]) if key.endswith("_ci") else None, values.get(key)
+    if not (isinstance(value, (int, float)) and isinstance(interval, (list, tuple)) and len(interval) == 2
             and all(isinstance(v, (int, float)) for v in interval)):
-        return True
-    return interval[0] - tolerance <= value <= interval[1] + tolerance
+        return False
+    return not interval[0] - tolerance <= value <= interval[1] + tolerance
 
 
 def without_invalid_intervals(result):
@@ -225,9 +226,7 @@ def without_invalid_intervals(result):
         return [without_invalid_intervals(v) for v in result]
     if not isinstance(result, dict):
         return result
-    return {k: without_invalid_intervals(v) for k, v in result.items()
-            if not (k.endswith("_ci") and isinstance(result.get(k[:-3]), (int, float))
-                    and not interval_holds(result[k[:-3]], v))}
+    return {k: without_invalid_intervals(v) for k, v in result.items() if not misses_estimate(result, k)}
 
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:

@@ -61,14 +61,11 @@ def problems(file: Path, data: dict | None = None) -> list[str]:
 
 def missed_estimates(data) -> list[tuple[str, float, list]]:
     """Every ``<metric>_ci`` that does not hold its ``<metric>`` (up to float rounding): an invalid interval."""
-    from harness import interval_holds
+    from harness import misses_estimate
 
     found = []
     if isinstance(data, dict):
-        for key, interval in data.items():
-            value = data.get(key[:-3]) if key.endswith("_ci") else None
-            if isinstance(value, (int, float)) and not interval_holds(value, interval):
-                found.append((key, value, interval))
+        found += [(key, data[key[:-3]], interval) for key, interval in data.items() if misses_estimate(data, key)]
         data = list(data.values())
     for item in data if isinstance(data, list) else []:
         found += missed_estimates(item)

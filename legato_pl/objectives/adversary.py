@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from legato_pl.conditioning import Conditioning
+from legato_pl.objectives.losses import preservation
 
 
 class ConditionAdversary(nn.Module):
@@ -56,7 +56,7 @@ class ConditionAdversary(nn.Module):
         for _ in range(self.steps):
             inputs = [x.detach().requires_grad_(True) for x in self.inputs]
             cond = self.conditions(unet, conditioning, rows, inputs).to(x_t.dtype)
-            loss = F.mse_loss(conditioning.predict(unet, x_t, t, cond).float(), target.float())
+            loss = preservation(conditioning.predict(unet, x_t, t, cond), target)  # the plain diffusion loss
             grads = torch.autograd.grad(loss, inputs, allow_unused=True)
             with torch.no_grad():
                 for x, g in zip(self.inputs, grads):
