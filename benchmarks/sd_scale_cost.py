@@ -14,7 +14,8 @@ ResNet convs), ``residual`` and ``legato`` (ODE adapters after every up block, c
 only (``legato_last2``), gradient checkpointing of the frozen path (``legato_ckpt``), the adjoint
 solver (``legato_adjoint``); the frozen UNet in bf16 (``*_bf16_base``, results key ``methods_bf16_base``);
 legato on an SDXL-sized UNet (``legato_sdxl``: SDXL base 1.0's published UNet config, 2.6 B parameters, its
-two-encoder text states and ``text_time`` added conditions, ``--sdxl-latent`` latents, results keys ``sdxl_*``).
+two-encoder text states and ``text_time`` added conditions, ``--sdxl-latent`` latents, results keys ``sdxl_*``;
+``--sdxl-bf16-base`` and ``--sdxl-checkpointing`` make SDXL's own 128x128 latents fit in 24 GB: stated in its row).
 Writes benchmarks/results/sd_scale_cost.{json,md}.
 """
 
@@ -68,6 +69,12 @@ VARIANTS = {
 SDXL_KEYS = ["unet_params", "seconds_per_step", "peak_rss_mb", "latent_size"]
 
 
+def sdxl_options(a: argparse.Namespace) -> dict:
+    """What ``--sdxl-bf16-base`` / ``--sdxl-checkpointing`` add to ``legato_sdxl`` (recorded in its row)."""
+    return {**({"base_dtype": "bf16"} if a.sdxl_bf16_base else {}),
+            **({"checkpointing": True} if a.sdxl_checkpointing else {})}
+
+
 def worker(a: argparse.Namespace) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
@@ -77,6 +84,8 @@ def worker(a: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     spec = VARIANTS[a.variant]
+    if spec.get("unet") == "sdxl":
+        spec = {**spec, **sdxl_options(a)}
     unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     if spec.get("unet") == "sdxl":
         unet_config = json.loads(a.sdxl_config) if a.sdxl_config else {**SDXL_UNET, "sample_size": a.sdxl_latent}
@@ -138,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--sdxl-latent", type=int, default=128,
                    help="latent size of legato_sdxl (SDXL's own: 128, 1024 px); smaller when 128 does not fit")
+    p.add_argument("--sdxl-bf16-base", action="store_true", help="legato_sdxl's frozen UNet in bf16")
+    p.add_argument("--sdxl-checkpointing", action="store_true",
+                   help="legato_sdxl with gradient checkpointing of the frozen path")
     p.add_argument("--sdxl-config", help="JSON UNet2DConditionModel kwargs instead of SDXL's (for tests)")
     p.add_argument("--unet-config", help="JSON UNet2DConditionModel kwargs instead of SD 1.5's (for tests)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -163,12 +175,14 @@ def main(argv: list[str] | None = None) -> dict:
     for variant in a.variants:
         cmd = [sys.executable, __file__, "--worker", variant, "--batch", str(a.batch), "--steps", str(a.steps),
                "--warmup", str(a.warmup), "--sdxl-latent", str(a.sdxl_latent),
+               *(["--sdxl-bf16-base"] if a.sdxl_bf16_base else []),
+               *(["--sdxl-checkpointing"] if a.sdxl_checkpointing else []),
                *(["--unet-config", a.unet_config] if a.unet_config else []),
                *(["--sdxl-config", a.sdxl_config] if a.sdxl_config else [])]
         print("+", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
-        made = {"command": command, "commit": git_commit()}
+        made = {"command": command, "commit": git_commit(), **(sdxl_options(a) if variant == "legato_sdxl" else {})}
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
             results[variant] = {**made, "error": f"exit {proc.returncode}: {tail[:300]}",
@@ -200,15 +214,21 @@ def main(argv: list[str] | None = None) -> dict:
            for k, r in sd15.items()]
     if sdxl is not None and "error" in sdxl:
         md += ["", f"legato on an SDXL-sized UNet ({fmt(sdxl.get('latent_size'))}x{fmt(sdxl.get('latent_size'))} "
-               f"latents, batch {a.batch}) did not run: {sdxl['error']}"]
+               f"latents, batch {a.batch}{sdxl_how(sdxl)}) did not run: {sdxl['error']}"]
     elif sdxl is not None:
         md += ["", f"legato on an SDXL-sized UNet ({fmt(sdxl.get('unet_params'))} parameters, "
-               f"{fmt(sdxl.get('latent_size'))}x{fmt(sdxl.get('latent_size'))} latents, batch {a.batch}): "
+               f"{fmt(sdxl.get('latent_size'))}x{fmt(sdxl.get('latent_size'))} latents, batch {a.batch}{sdxl_how(sdxl)}): "
                f"{fmt(sdxl['seconds_per_step'])} s per step, peak RSS {fmt(sdxl['peak_rss_mb'])} MB, "
                f"{fmt(sdxl['trainable_params'])} trainable parameters"]
     (out_dir / "sd_scale_cost.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return out
+
+
+def sdxl_how(row: dict) -> str:
+    """The SDXL row's memory savers, as words."""
+    how = [w for k, w in (("base_dtype", "frozen UNet in bf16"), ("checkpointing", "gradient checkpointing")) if row.get(k)]
+    return "".join(f", {w}" for w in how)
 
 
 if __name__ == "__main__":

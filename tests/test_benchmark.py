@@ -246,12 +246,14 @@ def test_sd_scale_cost_runs_every_variant_on_a_small_config(tmp_path, monkeypatc
     sdxl = {**config, "cross_attention_dim": 12, "addition_embed_type": "text_time", "addition_time_embed_dim": 4,
             "projection_class_embeddings_input_dim": 6 * 4 + 12}
     xl = main(["--unet-config", json.dumps(config), "--sdxl-config", json.dumps(sdxl), "--steps", "1", "--warmup", "0",
-               "--out", str(tmp_path), "--variants", "legato_sdxl", "--update"])
+               "--out", str(tmp_path), "--variants", "legato_sdxl", "--update", "--sdxl-bf16-base",
+               "--sdxl-checkpointing"])
     assert "error" not in xl["sdxl"], xl["sdxl"]
+    assert xl["sdxl"]["base_dtype"] == "bf16" and xl["sdxl"]["checkpointing"]  # the memory savers, recorded
     assert xl["sdxl_seconds_per_step"] > 0 and xl["sdxl_peak_rss_mb"] > 0 and xl["sdxl_latent_size"] == 8
     assert xl["sdxl_unet_params"] != xl["unet_params"] and "legato_sdxl" not in xl["methods"]
     assert set(xl["methods"]) == set(again["methods"])  # kept by --update
-    assert "SDXL-sized UNet" in (tmp_path / "sd_scale_cost.md").read_text()
+    assert "SDXL-sized UNet" in (md := (tmp_path / "sd_scale_cost.md").read_text()) and "frozen UNet in bf16" in md
 
 
 def test_step_profile_splits_a_step_and_measures_its_floor(tmp_path, faces_root, monkeypatch):
