@@ -12,7 +12,7 @@ from legato_pl.conditioning import TextConditioning
 from legato_pl.conditioning.tokenizer import offline_clip_tokenizer
 from legato_pl.data import IdentityDataModule
 from legato_pl.errors import LegatoInputError
-from legato_pl.methods import load_method
+from legato_pl.methods import load_method, read_model_card
 from legato_pl.models import UnlearningModule, load_base_model
 from legato_pl.models.text_to_image import build_text_to_image
 from legato_pl.sampling import sample
@@ -84,6 +84,29 @@ def test_text_to_image_base_unlearns_by_name(t2i_dir, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(module.conditioning.predict(fresh.unet, x, t, cond),
                                    module.conditioning.predict(module.unet, x, t, cond))
+
+
+@pytest.mark.parametrize("method", ["legato", "lora", "full"])
+def test_one_fit_erases_several_names_from_a_text_to_image_base(t2i_dir, tmp_path, method):
+    """forget: [names] on a text-to-image base, for every method: each name's prompts are forget rows, the
+    others' are retain rows, a step trains only the method's parameters, the card lists every name."""
+    module = UnlearningModule(str(t2i_dir), method=tiny(method))
+    dm = IdentityDataModule(forget=["person_01", "person_03"], image_size=16, batch_size=4,
+                            num_synthetic_identities=5, synthetic_images_per_identity=8)
+    dm.setup("fit")
+    module.bind_data(dm)
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    names = lambda labels: {module.identities[i] for i in module.label_map[labels].tolist()}  # noqa: E731
+    assert names(batch["forget_labels"]) <= {"person_01", "person_03"}
+    assert names(batch["retain_labels"]).isdisjoint({"person_01", "person_03"})
+    assert names(torch.arange(len(dm.class_names))) == set(dm.class_names)  # every name has its prompt
+    frozen = {n: p.detach().clone() for n, p in module.unet.named_parameters() if not p.requires_grad}
+    opt = module.configure_optimizers()
+    module.total_loss(module.compute_losses(batch)).backward()
+    opt.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in module.unet.named_parameters() if n in frozen)
+    module.method.save(tmp_path / "art", base_model=str(t2i_dir), forget=dm.forget)
+    assert read_model_card(tmp_path / "art")["forget"] == ["person_01", "person_03"]
 
 
 def test_text_to_image_bad_input(t2i_dir, tmp_path):
