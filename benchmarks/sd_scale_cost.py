@@ -89,15 +89,15 @@ def worker(a: argparse.Namespace) -> dict:
     unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     if spec.get("unet") == "sdxl":
         unet_config = json.loads(a.sdxl_config) if a.sdxl_config else {**SDXL_UNET, "sample_size": a.sdxl_latent}
+    half = torch.bfloat16 if spec.get("base_dtype") == "bf16" else None
+    torch.set_default_dtype(half or torch.float32)  # a bf16 base is built in bf16 (as from_pretrained(torch_dtype=))
     unet = UNet2DConditionModel(**unet_config).eval().requires_grad_(False)
+    torch.set_default_dtype(torch.float32)  # what trains is built in fp32
     name = a.variant.split("_")[0]
     config = ODEAdapterConfig(**ADAPTER, stages=spec.get("stages", "up"), adjoint=spec.get("adjoint", False))
     if spec.get("checkpointing"):
         unet.enable_gradient_checkpointing()
     ode = {"legato": Legato, "residual": Residual}.get(name)
-    half = torch.bfloat16 if spec.get("base_dtype") == "bf16" else None
-    if half is not None:
-        unet.to(half)
     method = build_method(functools.partial(ode, adapter=config) if ode else name, unet)
     params = method.trainable_parameters()
     for p in params:  # what trains stays fp32 on a half-precision base
