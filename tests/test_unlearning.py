@@ -260,13 +260,14 @@ def test_accumulated_micro_batches_each_get_their_own_data_and_noise(tiny_base_d
     assert len({s[2] for s in seen}) == 4, "an accumulated micro-batch repeated another's retain photos"
 
 
-def _adversarial(tiny_base_dir, w: float, **kwargs) -> tuple[UnlearningModule, dict]:
+def _adversarial(tiny_base_dir, w: float, randomize: bool = True, **kwargs) -> tuple[UnlearningModule, dict]:
     dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
                             synthetic_images_per_identity=8, hflip=False)
     module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative", w_adversarial=w, **kwargs)
     dm.setup("fit")
     module.bind_data(dm)
-    randomize_(module.adapters, scale=0.2)  # the student differs from the teacher
+    if randomize:
+        randomize_(module.adapters, scale=0.2)  # the student differs from the teacher
     return module, _batch()
 
 
@@ -295,6 +296,24 @@ def test_adversarial_term_attacks_the_student_and_trains_only_the_adapters(tiny_
     assert torch.equal(module.adversary.input_0, frozen)
 
 
+def test_adversarial_guard_keeps_other_people_under_the_inverted_condition(tiny_base_dir):
+    """w_adversarial_retain adds one term: another person's photo under the inverted condition, student against
+    teacher (0 when they agree, as at init); the other terms are the same numbers with it (trajectory aside: it
+    averages over every row of the student's forward)."""
+    terms = {}
+    for guard in (0.0, 5.0):
+        module, batch = _adversarial(tiny_base_dir, 1.0, w_adversarial_retain=guard)
+        terms[guard] = module.compute_losses(batch, noise_step=7)
+    assert set(terms[5.0]) == {*terms[0.0], "adversarial_retain"} and terms[5.0]["adversarial_retain"] > 0
+    for name in ("forget", "retain", "adjacency", "adversarial"):
+        torch.testing.assert_close(terms[5.0][name], terms[0.0][name])
+    module.total_loss(terms[5.0]).backward()
+    assert all(p.grad is None for p in module.unet.parameters())
+    # at init the adapters are the identity: the student denoises as the teacher does under any condition
+    at_init, batch = _adversarial(tiny_base_dir, 1.0, randomize=False, w_adversarial_retain=5.0)
+    assert at_init.compute_losses(batch, noise_step=7)["adversarial_retain"] == 0
+
+
 def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):
     """The inner attack lowers the student's denoising loss of the person's photos under its condition, as the
     audit's inversion does; the model's parameters get no gradient from it."""
@@ -312,7 +331,8 @@ def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):
 
 @pytest.mark.parametrize("kwargs, message", [({"w_adversarial": -1.0}, "w_adversarial must be >= 0"),
                                              ({"adversarial_lr": 0.0}, "adversarial_lr must be > 0"),
-                                             ({"adversarial_steps": -1}, "adversarial_steps must be >= 0")])
+                                             ({"adversarial_steps": -1}, "adversarial_steps must be >= 0"),
+                                             ({"w_adversarial_retain": 1.0}, "set w_adversarial > 0 too")])
 def test_bad_adversarial_settings_are_refused(tiny_base_dir, kwargs, message):
     from legato_pl.errors import LegatoInputError
 

@@ -64,6 +64,9 @@ class UnlearningModule(pl.LightningModule):
             warm-started, as the audit's condition inversion does), and the
             person's photos under it get the forget target too, so the person cannot be drawn back by another
             input. 0 turns it off. Measured on LFW (docs/results.md): it disturbs the other people; not a default.
+        w_adversarial_retain: weight of the adversarial term's guard: another person's noised photo under the
+            inverted condition is denoised as the teacher denoises it under that condition, so the push away from
+            the person under it does not move whoever else that condition draws. Only with ``w_adversarial``.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
@@ -89,6 +92,7 @@ class UnlearningModule(pl.LightningModule):
         w_adjacency: float = 0.5,
         w_stranger: float = 0.0,
         w_adversarial: float = 0.0,
+        w_adversarial_retain: float = 0.0,
         adversarial_steps: int = 2,
         adversarial_lr: float = 1e-2,
         adjacency_alpha_max: float = 1.0,
@@ -105,9 +109,11 @@ class UnlearningModule(pl.LightningModule):
         if forget_target not in FORGET_TARGETS:
             raise LegatoInputError(f"forget_target must be one of {FORGET_TARGETS}, got {forget_target!r}")
         for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "w_stranger", "w_adversarial",
-                     "adjacency_alpha_max", "adversarial_steps"):
+                     "w_adversarial_retain", "adjacency_alpha_max", "adversarial_steps"):
             if getattr(self.hparams, name) < 0:
                 raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
+        if w_adversarial_retain > 0 and w_adversarial == 0:
+            raise LegatoInputError("w_adversarial_retain guards the adversarial term: set w_adversarial > 0 too")
         if adversarial_lr <= 0:
             raise LegatoInputError(f"adversarial_lr must be > 0, got {adversarial_lr}")
         base = load_base_model(base_model, prompt_templates, anchor_prompt)
@@ -249,6 +255,7 @@ class UnlearningModule(pl.LightningModule):
             e_f, e_r, e_null, e_anchor, e_adj = conditions(teacher_unet)
         s_f, s_r, s_null, _, s_adj = conditions(self.unet)
         use_adj, use_stranger = h.w_adjacency > 0, h.w_stranger > 0
+        guard_adv = h.w_adversarial_retain > 0
         negative = h.forget_target == "negative"
         if use_adv := h.w_adversarial > 0:  # the person's inverted conditions, against the student as it is now
             rows = (yf[:, None] == self.forget_classes[None]).float().argmax(1)
@@ -267,14 +274,17 @@ class UnlearningModule(pl.LightningModule):
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
         with torch.no_grad(), self.method.teacher() as teacher_unet:
             if use_adv:
-                t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [self.adversary.conditions(teacher_unet, cond, rows).to(dtype)]
+                e_adv, t_adv = self.adversary.conditions(teacher_unet, cond, rows).to(dtype), len(t_x)
+                t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adv]
+                if guard_adv:  # another person's photo under the inverted condition, as the base denoises it
+                    t_x, t_t, t_e = t_x + [xr[partner_index]], t_t + [tr[partner_index]], t_e + [e_adv]
             teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).float().split(
                 [len(x) for x in t_x]
             )
         eps_anchor_f, eps_r_c, eps_r_null = teacher[:3]
         eps_f_c = teacher[3] if negative else None
         eps_adj_c = teacher[4] if negative and use_adj else None
-        eps_adv_c = teacher[-1] if use_adv else None
+        eps_adv_c = teacher[t_adv] if use_adv else None
 
         # student: adapters on, one forward
         s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
@@ -283,7 +293,10 @@ class UnlearningModule(pl.LightningModule):
         if use_stranger:  # another person's photo under the forgotten condition
             s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_f]
         if use_adv:  # the person's photo under the condition that still draws them
+            s_adv_at = len(s_x)
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adv]
+            if guard_adv:
+                s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_adv]
         student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).float().split(
             [len(x) for x in s_x])
 
@@ -297,8 +310,10 @@ class UnlearningModule(pl.LightningModule):
         if use_stranger:  # ... is denoised as the teacher denoises it under that person's own condition
             losses["stranger"] = preservation(student[4 if use_adj else 3], eps_r_c[partner_index])
         if use_adv:  # ... gets the forget target, as the name does
-            losses["adversarial"] = preservation(student[-1], forget_target(eps_anchor_f, eps_adv_c, h.forget_target,
-                                                                             h.eta))
+            losses["adversarial"] = preservation(student[s_adv_at], forget_target(eps_anchor_f, eps_adv_c,
+                                                                                   h.forget_target, h.eta))
+            if guard_adv:  # ... while another person's photo under it is denoised as the base does
+                losses["adversarial_retain"] = preservation(student[s_adv_at + 1], teacher[t_adv + 1])
         return losses
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
