@@ -88,6 +88,9 @@ METHODS = {
     # means the same on top of the frozen eta2 config
     "legato_adv": ["--model.init_args.w_stranger", "1.0", "--model.init_args.eta", "1.0",
                    "--model.init_args.w_adversarial", "1.0"],
+    # ... with its guard: the other people's photos under the inverted condition denoised as the base does them
+    "legato_adv_guard": ["--model.init_args.w_stranger", "1.0", "--model.init_args.eta", "1.0",
+                         "--model.init_args.w_adversarial", "1.0", "--model.init_args.w_adversarial_retain", "5.0"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
