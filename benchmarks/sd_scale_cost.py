@@ -84,10 +84,9 @@ def worker(a: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     spec = VARIANTS[a.variant]
-    if spec.get("unet") == "sdxl":
-        spec = {**spec, **sdxl_options(a)}
     unet_config = json.loads(a.unet_config) if a.unet_config else SD15_UNET
     if spec.get("unet") == "sdxl":
+        spec = {**spec, **sdxl_options(a)}
         unet_config = json.loads(a.sdxl_config) if a.sdxl_config else {**SDXL_UNET, "sample_size": a.sdxl_latent}
     half = torch.bfloat16 if spec.get("base_dtype") == "bf16" else None
     torch.set_default_dtype(half or torch.float32)  # a bf16 base is built in bf16 (as from_pretrained(torch_dtype=))

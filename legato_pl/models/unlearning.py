@@ -63,7 +63,7 @@ class UnlearningModule(pl.LightningModule):
             (``adversarial_steps`` signed-gradient steps of size ``adversarial_lr`` per training step,
             warm-started, as the audit's condition inversion does), and the
             person's photos under it get the forget target too, so the person cannot be drawn back by another
-            input. 0 turns it off. Measured on LFW (docs/results.md): it disturbs the other people; not a default.
+            input. 0 turns it off. Measured on LFW (docs/results.md): unguarded it disturbs the other people; not a default.
         w_adversarial_retain: weight of the adversarial term's guard: another person's noised photo under the
             inverted condition is denoised as the teacher denoises it under that condition, so the push away from
             the person under it does not move whoever else that condition draws. Only with ``w_adversarial``.
