@@ -20,6 +20,12 @@ TINY_PRETRAIN = (f"--data.init_args.identities '{IDS}' --data.init_args.image_si
                  f"--data.init_args.batch_size 8 --model.init_args.unet '{UNET}'")
 TINY_UNLEARN = (f"--data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
                 "--model.init_args.method.init_args.adapter.hidden 8 --data.init_args.batch_size 4")
+T2I_UNET = ("{block_out_channels: [16, 32], down_block_types: [CrossAttnDownBlock2D, DownBlock2D], "
+            "up_block_types: [UpBlock2D, CrossAttnUpBlock2D], norm_num_groups: 8, attention_head_dim: 4}")
+T2I_TEXT = "{hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"
+TINY_T2I_PRETRAIN = (f"--trainer.max_steps 3 --data.init_args.identities '{IDS}' --data.init_args.image_size 16 "
+                     f"--data.init_args.batch_size 4 --model.init_args.unet '{T2I_UNET}' "
+                     f"--model.init_args.text_encoder '{T2I_TEXT}'")
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +154,10 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
 
     args = _tiny_args(tiny_lfw_base, tmp_path, faces_root)
     args[args.index("--unlearn-args") + 1] += " --data.init_args.heldout_fraction 0.3"
+    t2i = ["--t2i-base", str(tmp_path / "t2i_base"), "--t2i-ks", "1", "2", "--t2i-unlearn-args", TINY_UNLEARN,
+           "--t2i-pretrain-args", f"{TINY_T2I_PRETRAIN} --trainer.logger.init_args.save_dir {tmp_path}"]
     main([*args, "--exclude", "--methods", "legato", "full", "--ks", "1", "2", "--stacked", "1", "2",
-          "--erased-samples", "2", "--resamples", "20"])
+          "--erased-samples", "2", "--resamples", "20", *t2i])
     saved = json.loads((tmp_path / "results" / "many_people.json").read_text())
     people = saved["people_order"]
     assert len(people) == 2 and set(saved["one_fit"]) == {"legato", "full"}
@@ -162,6 +170,11 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     meta = json.loads((tmp_path / "work" / "stacked" / "request2" / "weights" / "legato_method.json").read_text())
     assert [e["forget"] for e in meta["stack"]] == [people[:1]]
     assert saved["stacked"]["2"]["people"] == people and saved["stacked"]["2"]["sampling_seconds_per_step_vs_base"] > 1
+    # the text-to-image base (pretrained by the script) erases the same first names in one fit
+    assert (tmp_path / "t2i_base" / "model_index.json").is_file()
+    assert set(saved["t2i"]) == {"1", "2"} and saved["t2i"]["2"]["people"] == people
+    assert saved["t2i"]["2"]["samples"] == {"erased": 4, "kept": 2} and saved["t2i"]["1"]["trainable_params"] > 0
+    assert "Text-to-image base" in (tmp_path / "results" / "many_people.md").read_text()
 
 
 @pytest.mark.slow
@@ -285,12 +298,7 @@ def test_t2i_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     monkeypatch.chdir(REPO)
     from t2i_lfw import main
 
-    unet = ("{block_out_channels: [16, 32], down_block_types: [CrossAttnDownBlock2D, DownBlock2D], "
-            "up_block_types: [UpBlock2D, CrossAttnUpBlock2D], norm_num_groups: 8, attention_head_dim: 4}")
-    text = "{hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"
-    pretrain = (f"--trainer.max_steps 3 --trainer.logger.init_args.save_dir {tmp_path} --data.init_args.identities "
-                f"'{IDS}' --data.init_args.image_size 16 --data.init_args.batch_size 4 --model.init_args.unet '{unet}' "
-                f"--model.init_args.text_encoder '{text}'")
+    pretrain = f"{TINY_T2I_PRETRAIN} --trainer.logger.init_args.save_dir {tmp_path}"
     main(["--base", str(tmp_path / "base"), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
           "--root", str(faces_root), "--steps", "3", "--per-identity", "2", "--forget-samples", "3", "--steps-ddim", "2",
           "--resamples", "20", "--pretrain-args", pretrain, "--unlearn-args", TINY_UNLEARN])
