@@ -3,7 +3,8 @@
     python benchmarks/audit_methods.py --base runs/lfw/base --work runs/lfw/compare
 
 For each method, the artifact of ``compare_methods.py`` (``<work>/<forget>/<method>/weights``; fitted
-here with the same overrides when missing) is audited with ``legato_pl.audit.run_audit``: condition
+here with the same overrides when missing, refused when it is a fit of another base or configuration) is audited
+with ``legato_pl.audit.run_audit``: condition
 inversion (base vs unlearned, same budget), relearning (k photos of the person, and other people
 only), loss-based membership inference. Each method's audit is cached in ``<work>/<forget>/<method>/audit``
 (redone when the settings change); the base model's side of the attacks, the same for every method, once
@@ -26,9 +27,9 @@ from legato_pl.metrics.bootstrap import proportion_ci
 
 from harness import (
     add_unlearning_args,
+    cached_fit,
     command_line,
     fit_heldout_fraction,
-    fit_unlearning,
     git_commit,
     markdown_table,
     with_interval,
@@ -60,9 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     for method in a.methods:
         run = Path(a.work) / a.forget / method
         cached = run / "audit" / "audit.json"
-        if not (run / "weights").is_dir():
-            fit = fit_unlearning(a, a.forget, run, METHODS[method])
-            (run / "fit.json").write_text(json.dumps(fit) + "\n")
+        cached_fit(a, a.forget, run, METHODS[method])  # a cached fit of another base or configuration is refused
         settings = AuditSettings(samples=a.samples, guidance_scale=a.guidance, sampling_steps=a.steps_ddim,
                                  inversion_steps=a.inversion_steps, relearn_k=tuple(a.relearn_k),
                                  relearn_params=tuple(a.relearn_params), relearn_lr=a.relearn_lr,

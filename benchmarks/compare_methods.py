@@ -91,6 +91,10 @@ METHODS = {
     # ... with its guard: the other people's photos under the inverted condition denoised as the base does them
     "legato_adv_guard": ["--model.init_args.w_stranger", "1.0", "--model.init_args.eta", "1.0",
                          "--model.init_args.w_adversarial", "1.0", "--model.init_args.w_adversarial_retain", "5.0"],
+    # today's default with the person's photos denoised as the base does under a fresh class row (what a model
+    # retrained without the person holds for them): the reference's own mechanism, as a target
+    "legato_untrained": ["--model.init_args.forget_target", "untrained"],
+    "legato_untrained_nostranger": ["--model.init_args.forget_target", "untrained", "--model.init_args.w_stranger", "0"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],

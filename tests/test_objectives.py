@@ -11,6 +11,7 @@ from legato_pl.objectives import adjacent_embeddings, forget_target, preservatio
 def test_anchor_target_is_the_null_prediction():
     null, cond = torch.randn(2, 3), torch.randn(2, 3)
     assert torch.equal(forget_target(null, cond, "anchor"), null)
+    assert torch.equal(forget_target(null, cond, "untrained"), null)  # the caller passes the fresh row's prediction
 
 
 def test_negative_target_extrapolates_away_from_the_condition():

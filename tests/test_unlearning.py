@@ -34,7 +34,8 @@ def _batch(seed: int = 0) -> dict:
 
 # the forget target only changes the forget and adjacency terms, so retain/trajectory run once
 TERM_CASES = [("forget", "anchor"), ("forget", "negative"), ("retain", "anchor"), ("trajectory", "anchor"),
-              ("adjacency", "anchor"), ("adjacency", "negative"), ("stranger", "negative"), ("forget", "other")]
+              ("adjacency", "anchor"), ("adjacency", "negative"), ("stranger", "negative"), ("forget", "other"),
+              ("forget", "untrained")]
 
 
 @pytest.mark.parametrize("term, target", TERM_CASES)
@@ -85,6 +86,23 @@ def test_other_target_is_the_teacher_under_the_retain_persons_condition(tiny_bas
         forget[target] = [module.compute_losses(b, noise_step=3)["forget"].item() for b in (same, batch)]
     assert forget["other"][0] == 0 and forget["other"][1] > 0
     assert min(forget["anchor"]) > 0
+
+
+def test_untrained_target_is_the_teacher_under_a_fresh_row_per_person(tiny_base_dir):
+    """``untrained``: the forget term at init is the teacher's gap between the person's row and a seeded fresh row
+    (zero when the "fresh" row is the person's own, positive for a real draw); a person's draw is the same every
+    call, two people's differ, and the draws have the identity rows' scale."""
+    batch = _batch()
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="untrained", w_adjacency=0.0)
+    cond, table = module.conditioning, module.unet.class_embedding.weight
+    drawn = cond.untrained(module.unet, torch.tensor([1, 1, 2]))
+    assert torch.equal(drawn[0], drawn[1]) and not torch.allclose(drawn[0], drawn[2])
+    assert not any(torch.allclose(drawn[0], row) for row in table)  # a row the model never had
+    rows = table[: cond.null_class]
+    assert 0.3 < drawn.norm(dim=1).mean() / rows.norm(dim=1).mean() < 3
+    fresh = module.compute_losses(batch, noise_step=3)["forget"].item()
+    cond.untrained = lambda unet, labels: unet.class_embedding.weight[labels]  # the person's own row
+    assert module.compute_losses(batch, noise_step=3)["forget"].item() == 0 < fresh
 
 
 def test_non_finite_loss_names_the_term(tiny_base_dir):

@@ -54,6 +54,12 @@ class Conditioning(ABC):
         """``n`` copies of what a forgotten person should become under the ``anchor`` target (default ∅)."""
         return self.null(unet, n)
 
+    def untrained(self, unet: nn.Module, labels: Tensor) -> Tensor:
+        """Conditions for ``labels`` as a model never trained on them would hold them (the ``untrained`` forget
+        target: what a model retrained without the person does with their condition)."""
+        raise LegatoInputError(f"forget_target 'untrained' is defined for class-conditional bases, not for a "
+                               f"{type(self).__name__}")
+
     @abstractmethod
     def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """The UNet's output for inputs ``x`` at timesteps ``t`` under conditions ``cond``."""

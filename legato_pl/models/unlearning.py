@@ -52,7 +52,9 @@ class UnlearningModule(pl.LightningModule):
             against a frozen teacher copy), or your own.
         forget_target: ``anchor`` (match the anchor condition: the null class, or ``anchor_prompt`` for a text
             model), ``other`` (match another person's condition: a batch's retain person, so a different one each
-            step) or ``negative`` (extrapolate away from the person, weight ``eta``).
+            step), ``negative`` (extrapolate away from the person, weight ``eta``) or ``untrained`` (match the base
+            under a seeded fresh condition per person, as a model retrained without them holds their condition;
+            class-conditional bases).
         w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
         w_stranger: weight of the stranger term: another person's noised photo under the forgotten person's
             condition is denoised as the teacher denoises it under that person's own condition, so the condition
@@ -132,6 +134,8 @@ class UnlearningModule(pl.LightningModule):
         self.identities = base.identities
         self.null_class = base.null_class
         self.conditioning = base.conditioning
+        if forget_target == "untrained":
+            self.conditioning.untrained(self.unet, torch.zeros(1, dtype=torch.long))  # refused here when undefined
         # earlier requests first: their hooks run before the new adapters' on every stage
         stack_parts(previous_adapters or [])  # a missing, changed or repeated earlier request: refused here
         self.previous_adapters = nn.ModuleList(load_method(self.unet, path) for path in previous_adapters or [])
@@ -266,7 +270,11 @@ class UnlearningModule(pl.LightningModule):
             s_adv = self.adversary.conditions(self.unet, cond, rows).to(dtype)
 
         # teacher: same UNet, adapters off
-        anchor_f = e_r[partner_index] if h.forget_target == "other" else e_anchor[:nf]
+        if h.forget_target == "untrained":
+            with torch.no_grad(), self.method.teacher() as teacher_unet:
+                anchor_f = cond.untrained(teacher_unet, yf).to(e_anchor)
+        else:
+            anchor_f = e_r[partner_index] if h.forget_target == "other" else e_anchor[:nf]
         t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [anchor_f, e_r, e_null[:nr]]
         if negative:
             t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_f]

@@ -8,17 +8,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FORGET_TARGETS = ("anchor", "negative", "other")
+FORGET_TARGETS = ("anchor", "negative", "other", "untrained")
 
 
 def forget_target(eps_null: Tensor, eps_cond: Tensor | None = None, target: str = "anchor", eta: float = 1.0) -> Tensor:
     """What the student should predict for the forget identity.
 
     ``anchor`` (GUIDE "average"): the teacher's unconditional prediction; ``other``: the teacher's prediction
-    under another person's condition (the caller passes it as ``eps_null``; MACE / UCE-style replacement).
+    under another person's condition (the caller passes it as ``eps_null``; MACE / UCE-style replacement);
+    ``untrained``: the teacher's prediction under a condition it never trained (passed as ``eps_null``: what a model
+    retrained without the person does with their condition).
     ``negative`` (GUIDE "extrapolate", ESD-style): ``eps_null - eta * (eps_cond - eps_null)``.
     """
-    if target in ("anchor", "other"):
+    if target in ("anchor", "other", "untrained"):
         return eps_null
     if target == "negative":
         if eps_cond is None:
