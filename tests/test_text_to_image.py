@@ -114,6 +114,8 @@ def test_text_to_image_bad_input(t2i_dir, tmp_path):
         UnlearningModule(str(t2i_dir), method=tiny(), prompt_templates=["a photo"])
     with pytest.raises(LegatoInputError, match="'untrained' is defined for class-conditional bases"):
         UnlearningModule(str(t2i_dir), method=tiny(), forget_target="untrained")
+    with pytest.raises(LegatoInputError, match="'untrained' is defined for class-conditional bases"):
+        UnlearningModule(str(t2i_dir), method=tiny(), w_untrained_path=1.0)
     with pytest.raises(ValueError, match="template list is empty"):
         load_base_model(t2i_dir, prompt_templates=[]).text  # noqa: B018  (an explicit empty list is an error)
     broken = tmp_path / "broken"

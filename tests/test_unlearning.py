@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from legato_pl import load_adapters
 from legato_pl.cli import run
 from legato_pl.data import IdentityDataModule
+from legato_pl.errors import LegatoInputError
 from legato_pl.methods import LoRA, method_spec, read_model_card
 from legato_pl.models import UnlearningModule, load_base_model
 
@@ -32,18 +33,28 @@ def _batch(seed: int = 0) -> dict:
     return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 
 
+def _bound(module: UnlearningModule) -> UnlearningModule:
+    """``module`` bound to :func:`_batch`'s data (which person is forgotten), as ``fit`` binds it."""
+    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=8, hflip=False)
+    dm.setup("fit")
+    module.bind_data(dm)
+    return module
+
+
 # the forget target only changes the forget and adjacency terms, so retain/trajectory run once
 TERM_CASES = [("forget", "anchor"), ("forget", "negative"), ("retain", "anchor"), ("trajectory", "anchor"),
               ("adjacency", "anchor"), ("adjacency", "negative"), ("stranger", "negative"), ("forget", "other"),
-              ("forget", "untrained")]
+              ("forget", "untrained"), ("untrained_path", "negative")]
 
 
 @pytest.mark.parametrize("term, target", TERM_CASES)
 def test_each_loss_term_falls_when_trained(tiny_base_dir, term, target):
-    weights = {f"w_{t}": float(t == term) for t in ("forget", "retain", "trajectory", "adjacency", "stranger")}
+    weights = {f"w_{t}": float(t == term)
+               for t in ("forget", "retain", "trajectory", "adjacency", "stranger", "untrained_path")}
     if term != "adjacency":
         weights["w_adjacency"] = 0.0
-    module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target=target, **weights)
+    module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target=target, **weights))
     randomize_(module.adapters, scale=0.2)  # so retain and trajectory do not start at exactly 0
     opt = torch.optim.Adam(module.adapters.parameters(), lr=1e-2)
     batch = _batch()
@@ -103,6 +114,29 @@ def test_untrained_target_is_the_teacher_under_a_fresh_row_per_person(tiny_base_
     fresh = module.compute_losses(batch, noise_step=3)["forget"].item()
     cond.untrained = lambda unet, labels: unet.class_embedding.weight[labels]  # the person's own row
     assert module.compute_losses(batch, noise_step=3)["forget"].item() == 0 < fresh
+
+
+def test_untrained_path_term_adds_a_row_and_leaves_the_others_alone(tiny_base_dir):
+    """The fresh row's own strangers under the person's condition: at init the teacher's gap between the person's row
+    and the fresh one there (0 when the fresh row is the person's own), the bank drawn once per fit, the other terms
+    the same numbers with the term on or off."""
+    batch = _batch()
+    terms = {}
+    for w in (0.0, 1.0):
+        module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative",
+                                         w_untrained_path=w, untrained_path_samples=3))
+        randomize_(module.adapters, scale=0.2)
+        terms[w] = module.compute_losses(batch, noise_step=7)
+    assert set(terms[1.0]) == {*terms[0.0], "untrained_path"} and terms[1.0]["untrained_path"] > 0
+    for name in ("forget", "retain", "adjacency"):
+        torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
+    bank = module.untrained_bank()
+    assert bank.shape[:2] == (1, 3) and module.untrained_bank() is bank  # drawn once
+    module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), w_untrained_path=1.0, untrained_path_samples=3))
+    module.conditioning.untrained = lambda unet, labels: unet.class_embedding.weight[labels]  # the person's own row
+    assert module.compute_losses(batch, noise_step=7)["untrained_path"].item() == 0
+    with pytest.raises(LegatoInputError, match="untrained_path_samples must be >= 1"):
+        UnlearningModule(str(tiny_base_dir), method=tiny(), w_untrained_path=1.0, untrained_path_samples=0)
 
 
 def test_non_finite_loss_names_the_term(tiny_base_dir):
@@ -279,11 +313,8 @@ def test_accumulated_micro_batches_each_get_their_own_data_and_noise(tiny_base_d
 
 
 def _adversarial(tiny_base_dir, w: float, randomize: bool = True, **kwargs) -> tuple[UnlearningModule, dict]:
-    dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=4, num_synthetic_identities=4,
-                            synthetic_images_per_identity=8, hflip=False)
-    module = UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative", w_adversarial=w, **kwargs)
-    dm.setup("fit")
-    module.bind_data(dm)
+    module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative", w_adversarial=w,
+                                     **kwargs))
     if randomize:
         randomize_(module.adapters, scale=0.2)  # the student differs from the teacher
     return module, _batch()

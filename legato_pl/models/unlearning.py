@@ -69,6 +69,11 @@ class UnlearningModule(pl.LightningModule):
         w_adversarial_retain: weight of the adversarial term's guard: another person's noised photo under the
             inverted condition is denoised as the teacher denoises it under that condition, so the push away from
             the person under it does not move whoever else that condition draws. Only with ``w_adversarial``.
+        w_untrained_path: weight of the untrained-path term (class-conditional bases): the base draws
+            ``untrained_path_samples`` strangers per forgotten person from a seeded fresh class row (the ``untrained``
+            target's row) once, and noised they are denoised under the person's condition as the base denoises them
+            under that row, so the condition follows the row's own sampling path (what a model retrained without the
+            person draws) rather than only the person's photos. 0 turns it off.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
@@ -95,6 +100,8 @@ class UnlearningModule(pl.LightningModule):
         w_stranger: float = 0.0,
         w_adversarial: float = 0.0,
         w_adversarial_retain: float = 0.0,
+        w_untrained_path: float = 0.0,
+        untrained_path_samples: int = 16,
         adversarial_steps: int = 2,
         adversarial_lr: float = 1e-2,
         adjacency_alpha_max: float = 1.0,
@@ -111,7 +118,7 @@ class UnlearningModule(pl.LightningModule):
         if forget_target not in FORGET_TARGETS:
             raise LegatoInputError(f"forget_target must be one of {FORGET_TARGETS}, got {forget_target!r}")
         for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "w_stranger", "w_adversarial",
-                     "w_adversarial_retain", "adjacency_alpha_max", "adversarial_steps"):
+                     "w_adversarial_retain", "w_untrained_path", "adjacency_alpha_max", "adversarial_steps"):
             if getattr(self.hparams, name) < 0:
                 raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
         if w_adversarial_retain > 0 and w_adversarial == 0:
@@ -134,8 +141,11 @@ class UnlearningModule(pl.LightningModule):
         self.identities = base.identities
         self.null_class = base.null_class
         self.conditioning = base.conditioning
-        if forget_target == "untrained":
-            self.conditioning.untrained(self.unet, torch.zeros(1, dtype=torch.long))  # refused here when undefined
+        if forget_target == "untrained" or w_untrained_path > 0:  # refused here when the base has no fresh row
+            self.conditioning.untrained(self.unet, torch.zeros(1, dtype=torch.long))
+        if w_untrained_path > 0 and untrained_path_samples < 1:
+            raise LegatoInputError(f"untrained_path_samples must be >= 1, got {untrained_path_samples}")
+        self._untrained_bank: Tensor | None = None
         # earlier requests first: their hooks run before the new adapters' on every stage
         stack_parts(previous_adapters or [])  # a missing, changed or repeated earlier request: refused here
         self.previous_adapters = nn.ModuleList(load_method(self.unet, path) for path in previous_adapters or [])
@@ -269,6 +279,13 @@ class UnlearningModule(pl.LightningModule):
                                       rows, reduce)
             s_adv = self.adversary.conditions(self.unet, cond, rows).to(dtype)
 
+        if use_path := h.w_untrained_path > 0:  # a stranger the fresh row drew, noised (drawn after the others)
+            bank = self.untrained_bank()
+            forget_rows = (yf[:, None] == self.forget_classes[None]).float().argmax(1)
+            pick = torch.randint(0, bank.shape[1], (nf * world,), device=self.device, generator=gen)[rank::world]
+            xp, _, tp = add_noise(self.scheduler, bank[forget_rows, pick], gen, rank, world)
+            xp = xp.to(dtype)
+
         # teacher: same UNet, adapters off
         if h.forget_target == "untrained":
             with torch.no_grad(), self.method.teacher() as teacher_unet:
@@ -286,6 +303,9 @@ class UnlearningModule(pl.LightningModule):
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adv]
                 if guard_adv:  # another person's photo under the inverted condition, as the base denoises it
                     t_x, t_t, t_e = t_x + [xr[partner_index]], t_t + [tr[partner_index]], t_e + [e_adv]
+            if use_path:
+                t_path = len(t_x)
+                t_x, t_t, t_e = t_x + [xp], t_t + [tp], t_e + [cond.untrained(teacher_unet, yf).to(e_f)]
             teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).float().split(
                 [len(x) for x in t_x]
             )
@@ -305,6 +325,9 @@ class UnlearningModule(pl.LightningModule):
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adv]
             if guard_adv:
                 s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_adv]
+        if use_path:  # the fresh row's stranger under the person's condition
+            s_path = len(s_x)
+            s_x, s_t, s_e = s_x + [xp], s_t + [tp], s_e + [s_f]
         student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).float().split(
             [len(x) for x in s_x])
 
@@ -322,7 +345,25 @@ class UnlearningModule(pl.LightningModule):
                                                                                    h.forget_target, h.eta))
             if guard_adv:  # ... while another person's photo under it is denoised as the base does
                 losses["adversarial_retain"] = preservation(student[s_adv_at + 1], teacher[t_adv + 1])
+        if use_path:  # ... is denoised as the base denoises it under the fresh row
+            losses["untrained_path"] = preservation(student[s_path], teacher[t_path])
         return losses
+
+    def untrained_bank(self) -> Tensor:
+        """``[forgotten, untrained_path_samples, C, H, W]``: what the base draws from each forgotten person's fresh
+        row (seeded, drawn once per fit, in latents)."""
+        if self._untrained_bank is None:
+            from legato_pl.sampling import sample
+
+            h, cond, n = self.hparams, self.conditioning, self.hparams.untrained_path_samples
+            labels = self.forget_classes.repeat_interleave(n).cpu()
+            with torch.no_grad(), self.method.teacher() as teacher_unet:
+                images = sample(teacher_unet, self.scheduler, labels, conditioning=cond,
+                                embeddings=cond.untrained(teacher_unet, labels),
+                                seeds=[h.seed * 1_000_003 + i for i in range(len(labels))])
+                latents = cond.to_latents(images.to(self.device))
+            self._untrained_bank = latents.reshape(len(self.forget_classes), n, *latents.shape[1:])
+        return self._untrained_bank
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
         for name, value in losses.items():
