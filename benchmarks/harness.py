@@ -172,12 +172,14 @@ def draw_test_people(names: list[str], n: int = 3, seed: int = SPLIT_SEED) -> li
 
 
 def git_commit() -> str:
-    """The commit of the code that makes a result (``-dirty`` when tracked files differ from it)."""
+    """The commit of the code that makes a result (``-dirty`` when tracked files other than the results differ
+    from it: a benchmark rewriting its own results files does not make its code dirty)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return commit + ("-dirty" if changed else "")
 
 
 def command_line(script: str, argv: list[str] | None) -> str:
