@@ -96,7 +96,6 @@ METHODS = {
     "legato_untrained": ["--model.init_args.forget_target", "untrained"],
     # today's default plus the fresh row's own strangers under George's condition, denoised as under the fresh row
     "legato_untrained_path": ["--model.init_args.w_untrained_path", "1.0"],
-    "legato_untrained_nostranger": ["--model.init_args.forget_target", "untrained", "--model.init_args.w_stranger", "0"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
