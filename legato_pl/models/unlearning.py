@@ -265,33 +265,32 @@ class UnlearningModule(pl.LightningModule):
             n = max(nf, nr)
             return e_f, e_r, cond.null(unet, n), cond.anchor(unet, n), adjacent_embeddings(e_f, e_r[partner_index], alpha)
 
+        use_adj, use_stranger = h.w_adjacency > 0, h.w_stranger > 0
+        use_adv, guard_adv, use_path = h.w_adversarial > 0, h.w_adversarial_retain > 0, h.w_untrained_path > 0
+        negative = h.forget_target == "negative"
         with torch.no_grad(), self.method.teacher() as teacher_unet:
             e_f, e_r, e_null, e_anchor, e_adj = conditions(teacher_unet)
+            # the person's fresh row (a model retrained without them): the untrained target's and the path term's
+            e_fresh = cond.untrained(teacher_unet, yf).to(e_f) if h.forget_target == "untrained" or use_path else None
         s_f, s_r, s_null, _, s_adj = conditions(self.unet)
-        use_adj, use_stranger = h.w_adjacency > 0, h.w_stranger > 0
-        guard_adv = h.w_adversarial_retain > 0
-        negative = h.forget_target == "negative"
-        if use_adv := h.w_adversarial > 0:  # the person's inverted conditions, against the student as it is now
+        if use_adv or use_path:  # each forget row's index into the forgotten people
             rows = (yf[:, None] == self.forget_classes[None]).float().argmax(1)
+        if use_adv:  # the person's inverted conditions, against the student as it is now
             if self.training and torch.is_grad_enabled():
                 reduce = (lambda g: self.trainer.strategy.reduce(g, reduce_op="mean")) if self._trainer else (lambda g: g)
                 self.adversary.attack(self.unet, cond, xf, tf, diffusion_target(self.scheduler, lf, noise_f, tf),
                                       rows, reduce)
             s_adv = self.adversary.conditions(self.unet, cond, rows).to(dtype)
 
-        if use_path := h.w_untrained_path > 0:  # a stranger the fresh row drew, noised (drawn after the others)
+        if use_path:  # a stranger the fresh row drew, noised (drawn after the others)
             bank = self.untrained_bank()
-            forget_rows = (yf[:, None] == self.forget_classes[None]).float().argmax(1)
             pick = torch.randint(0, bank.shape[1], (nf * world,), device=self.device, generator=gen)[rank::world]
-            xp, _, tp = add_noise(self.scheduler, bank[forget_rows, pick], gen, rank, world)
+            xp, _, tp = add_noise(self.scheduler, bank[rows, pick], gen, rank, world)
             xp = xp.to(dtype)
 
         # teacher: same UNet, adapters off
-        if h.forget_target == "untrained":
-            with torch.no_grad(), self.method.teacher() as teacher_unet:
-                anchor_f = cond.untrained(teacher_unet, yf).to(e_anchor)
-        else:
-            anchor_f = e_r[partner_index] if h.forget_target == "other" else e_anchor[:nf]
+        target = h.forget_target
+        anchor_f = e_fresh if target == "untrained" else e_r[partner_index] if target == "other" else e_anchor[:nf]
         t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [anchor_f, e_r, e_null[:nr]]
         if negative:
             t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_f]
@@ -305,7 +304,7 @@ class UnlearningModule(pl.LightningModule):
                     t_x, t_t, t_e = t_x + [xr[partner_index]], t_t + [tr[partner_index]], t_e + [e_adv]
             if use_path:
                 t_path = len(t_x)
-                t_x, t_t, t_e = t_x + [xp], t_t + [tp], t_e + [cond.untrained(teacher_unet, yf).to(e_f)]
+                t_x, t_t, t_e = t_x + [xp], t_t + [tp], t_e + [e_fresh]
             teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).float().split(
                 [len(x) for x in t_x]
             )
