@@ -2,6 +2,7 @@
 
     python benchmarks/many_people.py --base runs/lfw/base                       # legato, lora, full; k = 1 5 10 20
     python benchmarks/many_people.py --methods legato --ks 1 5 10 20 --stacked --t2i-ks  # legato only, no stack
+    python benchmarks/many_people.py --update --ks --stacked --t2i-ks 1 5   # add the t2i rows, keep the others
 
 People: the base's people minus the dev people the configs were tuned on (George_W_Bush, Tony_Blair,
 Serena_Williams), drawn in a seeded order (``--seed``); the k erased are the first k of that order, so k = 1 is
@@ -21,7 +22,8 @@ Scores (dlib judge against held-out photos; --erased-samples per erased person, 
 seeds as the base): erased people's accuracy (still identified), the kept people's accuracy, FD_pre of the kept
 people's identity embeddings (base vs unlearned), the face rate (MTCNN) of the erased people's samples; each with
 a bootstrap 95% interval. Cost: trainable parameters, seconds per step, peak RSS and the fit's wall time.
-Fits and scores are cached under --work. Writes benchmarks/results/many_people.{json,md}.
+Fits and scores are cached under --work. Writes benchmarks/results/many_people.{json,md}; with ``--update`` the rows
+this run does not make stay as they were, each with the command and commit that made it.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds the order the people are drawn in")
     p.add_argument("--exclude", nargs="*", default=DEV_PEOPLE, help="people never erased (default: the dev people)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per interval")
+    p.add_argument("--update", action="store_true",
+                   help="keep the rows of the existing results file that this run does not make (each row keeps the "
+                        "command and commit that made it)")
     return p
 
 
@@ -179,18 +184,29 @@ def scored(judge: Judge, run: Path, artifact: Path, erased: list[str], extra: di
 def main(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
     work, base_dir = Path(a.work), Path(a.base)
-    judge = Judge(a, base_dir, work)
-    people = draw_people(judge.names, max([*a.ks, *a.stacked, 1]), a.seed, a.exclude)
-    out: dict = {"command": command_line("many_people.py", argv), "commit": git_commit(), "people_order": people,
-                 "one_fit": {}, "stacked": {}, "t2i": {}}
+    command = command_line("many_people.py", argv)
+    out: dict = {"command": command, "commit": git_commit(), "people_order": [], "one_fit": {}, "stacked": {},
+                 "t2i": {}}
+    if a.update:
+        out = kept_rows(a, out)
 
+    def record(section: list[str], k: int, row: dict) -> None:
+        target = out
+        for key in section:
+            target = target.setdefault(key, {})
+        target[str(k)] = {**row, "command": command}
+        write_results(a, out)
+
+    if (a.methods and a.ks) or a.stacked:  # the class-conditional base is loaded only when its rows are made
+        judge = Judge(a, base_dir, work)
+        people = draw_people(judge.names, max([*a.ks, *a.stacked, 1]), a.seed, a.exclude)
+        out["people_order"] = people
     for method in a.methods:
         extra = [] if method == "legato" else METHODS[method]  # legato: the config as it is (with its early stop)
         for k in a.ks:
             run = work / "one_fit" / method / f"k{k}"
             fit = cached_fit(a, json.dumps(people[:k]), run, extra)
-            out["one_fit"].setdefault(method, {})[k] = scored(judge, run, run / "weights", people[:k], cost(fit, run))
-            write_results(a, out)
+            record(["one_fit", method], k, scored(judge, run, run / "weights", people[:k], cost(fit, run)))
 
     if a.stacked:
         base_step = judge.sampling_step_seconds(None)
@@ -203,22 +219,40 @@ def main(argv: list[str] | None = None) -> dict:
             k = i + 1
             if k in a.stacked:
                 step = judge.sampling_step_seconds(run / "weights")
-                row = scored(judge, run, run / "weights", people[:k], {**cost(fit, run), "request_seconds_total":
-                             fit.get("wall_time_s"), "sampling_seconds_per_step_vs_base": step / base_step})
-                out["stacked"][k] = row
-                write_results(a, out)
+                record(["stacked"], k, scored(judge, run, run / "weights", people[:k], {
+                    **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
+                    "sampling_seconds_per_step_vs_base": step / base_step}))
 
     if a.t2i_ks:
         t2i = text_to_image_args(a)
         templates = yaml.safe_load(Path(t2i.unlearn_config).read_text())["model"]["init_args"]["prompt_templates"]
         t2i_judge = Judge(t2i, Path(t2i.base), work / "t2i", templates)
         t2i_people = draw_people(t2i_judge.names, max(a.t2i_ks), a.seed, a.exclude)
+        out["people_order"] = out["people_order"] or t2i_people  # the same rule over the same names
         for k in a.t2i_ks:
             run = work / "t2i" / f"k{k}"
             fit = cached_fit(t2i, json.dumps(t2i_people[:k]), run)
-            out["t2i"][k] = scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(fit, run))
-            write_results(a, out)
+            record(["t2i"], k, scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(fit, run)))
     return write_results(a, out)
+
+
+def kept_rows(a: argparse.Namespace, out: dict) -> dict:
+    """``out`` with the existing results file's rows that this run does not remake (``--update``)."""
+    file = Path(a.out) / "many_people.json"
+    if not file.is_file():
+        return out
+    before = json.loads(file.read_text())
+    remade = {("one_fit", m, str(k)) for m in a.methods for k in a.ks} | {("stacked", str(k)) for k in a.stacked}
+    remade |= {("t2i", str(k)) for k in a.t2i_ks}
+
+    def kept(path: tuple, rows: dict) -> dict:
+        return {k: {"command": before["command"], **r} for k, r in rows.items() if (*path, k) not in remade}
+
+    out["people_order"] = before.get("people_order", [])
+    out["one_fit"] = {m: kept(("one_fit", m), ks) for m, ks in before.get("one_fit", {}).items()}
+    out["stacked"] = kept(("stacked",), before.get("stacked", {}))
+    out["t2i"] = kept(("t2i",), before.get("t2i", {}))
+    return out
 
 
 def text_to_image_args(a: argparse.Namespace) -> argparse.Namespace:
@@ -234,7 +268,11 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
     results = Path(a.out)
     results.mkdir(parents=True, exist_ok=True)
     (results / "many_people.json").write_text(json.dumps(out, indent=1) + "\n")
-    md = ["# Many people erased from the LFW base", "", f"Command: `{out['command']}` (commit {out['commit']})", "",
+    rows = [*(r for ks in out["one_fit"].values() for r in ks.values()), *out["stacked"].values(), *out["t2i"].values()]
+    commands = dict.fromkeys([out["command"], *(r.get("command", out["command"]) for r in rows)])
+    md = ["# Many people erased from the LFW base", "",
+          "Command" + ("s (rows of earlier runs kept by --update; each row records its own)" if len(commands) > 1
+                       else "") + ": " + "; ".join(f"`{c}`" for c in commands) + f" (commit {out['commit']})", "",
           "Erased people in drawing order (dev people excluded): " + ", ".join(out["people_order"]) + ".", "",
           "acc_erased: share of the erased people's samples still identified as them (base ≈ their `before`); "
           "acc_kept: the same for the other people (base in parentheses); FD_pre: Fréchet distance of the kept "

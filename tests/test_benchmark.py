@@ -175,6 +175,18 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     assert set(saved["t2i"]) == {"1", "2"} and saved["t2i"]["2"]["people"] == people
     assert saved["t2i"]["2"]["samples"] == {"erased": 4, "kept": 2} and saved["t2i"]["1"]["trainable_params"] > 0
     assert "Text-to-image base" in (tmp_path / "results" / "many_people.md").read_text()
+    # --update remakes only the rows asked for (here one cached t2i row; no class base needed, so a missing one
+    # is never loaded) and keeps the others with the command that made them
+    first = saved["command"]
+    rerun = [a if a != str(tiny_lfw_base) else str(tmp_path / "absent") for a in args]
+    main([*rerun, "--exclude", "--update", "--ks", "--stacked", "--erased-samples", "2", "--resamples", "20",
+          *t2i[:3], "2", *t2i[5:]])
+    updated = json.loads((tmp_path / "results" / "many_people.json").read_text())
+    assert updated["command"] != first and updated["t2i"]["2"]["command"] == updated["command"]
+    assert updated["t2i"]["1"]["command"] == first and updated["one_fit"]["full"]["2"]["command"] == first
+    assert updated["stacked"]["2"]["acc_erased"] == saved["stacked"]["2"]["acc_erased"]
+    assert updated["people_order"] == people
+    assert "rows of earlier runs kept by --update" in (tmp_path / "results" / "many_people.md").read_text()
 
 
 @pytest.mark.slow
