@@ -187,15 +187,22 @@ def main(argv: list[str] | None = None) -> dict:
     command = command_line("many_people.py", argv)
     out: dict = {"command": command, "commit": git_commit(), "people_order": [], "one_fit": {}, "stacked": {},
                  "t2i": {}}
-    if a.update:
-        out = kept_rows(a, out)
+    made: list[tuple[list[str], str, dict]] = []
 
     def record(section: list[str], k: int, row: dict) -> None:
-        target = out
-        for key in section:
-            target = target.setdefault(key, {})
-        target[str(k)] = {**row, "command": command}
-        write_results(a, out)
+        made.append((section, str(k), {**row, "command": command}))
+        write_results(a, merged())
+
+    def merged() -> dict:
+        """This run's rows over the results file's others (re-read each time: two --update runs may share it)."""
+        result = kept_rows(a, {**out, "one_fit": {}, "stacked": {}, "t2i": {}}) if a.update else out
+        result["people_order"] = out["people_order"] or result["people_order"]
+        for section, k, row in made:
+            target = result
+            for key in section:
+                target = target.setdefault(key, {})
+            target[k] = row
+        return result
 
     if (a.methods and a.ks) or a.stacked:  # the class-conditional base is loaded only when its rows are made
         judge = Judge(a, base_dir, work)
@@ -233,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
             run = work / "t2i" / f"k{k}"
             fit = cached_fit(t2i, json.dumps(t2i_people[:k]), run)
             record(["t2i"], k, scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(fit, run)))
-    return write_results(a, out)
+    return write_results(a, merged())
 
 
 def kept_rows(a: argparse.Namespace, out: dict) -> dict:
