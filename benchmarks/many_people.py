@@ -13,7 +13,8 @@ as the config is (its early stop judges every erased person; ``--steps`` is the 
 config's objective for the full ``--steps`` with the learning rates of ``compare_methods.py`` (not tuned per k).
 **Stacked** (``stacked``): one legato request per person, each trained on top of the previous artifact
 (``model.previous_adapters``); the stack after k requests is scored as deployed (``load_method`` on its last
-artifact), with the cost of one sampling step against the base's.
+artifact), with the cost of one sampling step against the base's. ``--stack-cost N`` (``stack_cost``) times stacks
+of 1..N requests trained one step each: what a deployed stack costs per sampling step, not how well it forgets.
 **Text-to-image** (``t2i``): legato (``configs/legato_t2i_lfw.yaml``) erases the first k names from the text-to-image
 LFW base (``--t2i-base``, pretrained with ``configs/pretrain_t2i_lfw.yaml`` when missing) in one fit; samples from the
 name prompts of the config's templates.
@@ -63,6 +64,7 @@ from harness import (
 )
 
 COLUMNS = ["acc_erased", "acc_kept", "FD_pre", "face_rate_erased"]
+SECTIONS = ["one_fit", "stacked", "stack_cost", "t2i"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", type=int, nargs="*", default=[1, 5, 10, 20], help="people erased in one fit")
     p.add_argument("--stacked", type=int, nargs="*", default=[1, 5, 10],
                    help="stack sizes scored (one legato request per person, up to the largest)")
+    p.add_argument("--stack-cost", type=int, default=0, metavar="N",
+                   help="sampling cost of stacks of 1..N requests trained one step each (cost only: the adapters' "
+                        "weights do not change the compute)")
     p.add_argument("--t2i-ks", type=int, nargs="*", default=[1, 5], help="names erased in one fit from the t2i base")
     p.add_argument("--t2i-base", default="runs/t2i/base", help="text-to-image base (pretrained here when missing)")
     p.add_argument("--t2i-pretrain-config", default="configs/pretrain_t2i_lfw.yaml")
@@ -185,8 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
     work, base_dir = Path(a.work), Path(a.base)
     command = command_line("many_people.py", argv)
-    out: dict = {"command": command, "commit": git_commit(), "people_order": [], "one_fit": {}, "stacked": {},
-                 "t2i": {}}
+    out: dict = {"command": command, "commit": git_commit(), "people_order": [], **{s: {} for s in SECTIONS}}
     made: list[tuple[list[str], str, dict]] = []
 
     def record(section: list[str], k: int, row: dict) -> None:
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def merged() -> dict:
         """This run's rows over the results file's others (re-read each time: two --update runs may share it)."""
-        result = kept_rows(a, {**out, "one_fit": {}, "stacked": {}, "t2i": {}}) if a.update else out
+        result = kept_rows(a, {**out, **{s: {} for s in SECTIONS}}) if a.update else out
         result["people_order"] = out["people_order"] or result["people_order"]
         for section, k, row in made:
             target = result
@@ -204,9 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
             target[k] = row
         return result
 
-    if (a.methods and a.ks) or a.stacked:  # the class-conditional base is loaded only when its rows are made
+    if (a.methods and a.ks) or a.stacked or a.stack_cost:  # the class-conditional base only when its rows are made
         judge = Judge(a, base_dir, work)
-        people = draw_people(judge.names, max([*a.ks, *a.stacked, 1]), a.seed, a.exclude)
+        people = draw_people(judge.names, max([*a.ks, *a.stacked, a.stack_cost, 1]), a.seed, a.exclude)
         out["people_order"] = people
     for method in a.methods:
         extra = [] if method == "legato" else METHODS[method]  # legato: the config as it is (with its early stop)
@@ -230,6 +234,17 @@ def main(argv: list[str] | None = None) -> dict:
                     **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
                     "sampling_seconds_per_step_vs_base": step / base_step}))
 
+    previous = []
+    for i in range(a.stack_cost):  # the cost of a deployed stack of k requests, k = 1..N
+        run = work / "stack_cost" / f"request{i + 1}"
+        extra = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
+        cached_fit(a, json.dumps([people[i]]), run, [*extra, "--trainer.max_steps", "1"])
+        previous = [str(run / "weights")]
+        base_step = judge.sampling_step_seconds(None)  # beside each stack: the machine's load drifts
+        record(["stack_cost"], i + 1, {"people": people[:i + 1], "commit": git_commit(),
+                                       "sampling_seconds_per_step_vs_base":
+                                           judge.sampling_step_seconds(run / "weights") / base_step})
+
     if a.t2i_ks:
         t2i = text_to_image_args(a)
         templates = yaml.safe_load(Path(t2i.unlearn_config).read_text())["model"]["init_args"]["prompt_templates"]
@@ -250,15 +265,15 @@ def kept_rows(a: argparse.Namespace, out: dict) -> dict:
         return out
     before = json.loads(file.read_text())
     remade = {("one_fit", m, str(k)) for m in a.methods for k in a.ks} | {("stacked", str(k)) for k in a.stacked}
-    remade |= {("t2i", str(k)) for k in a.t2i_ks}
+    remade |= {("t2i", str(k)) for k in a.t2i_ks} | {("stack_cost", str(k + 1)) for k in range(a.stack_cost)}
 
     def kept(path: tuple, rows: dict) -> dict:
         return {k: {"command": before["command"], **r} for k, r in rows.items() if (*path, k) not in remade}
 
     out["people_order"] = before.get("people_order", [])
     out["one_fit"] = {m: kept(("one_fit", m), ks) for m, ks in before.get("one_fit", {}).items()}
-    out["stacked"] = kept(("stacked",), before.get("stacked", {}))
-    out["t2i"] = kept(("t2i",), before.get("t2i", {}))
+    for section in SECTIONS[1:]:
+        out[section] = kept((section,), before.get(section, {}))
     return out
 
 
@@ -275,7 +290,8 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
     results = Path(a.out)
     results.mkdir(parents=True, exist_ok=True)
     (results / "many_people.json").write_text(json.dumps(out, indent=1) + "\n")
-    rows = [*(r for ks in out["one_fit"].values() for r in ks.values()), *out["stacked"].values(), *out["t2i"].values()]
+    rows = [*(r for ks in out["one_fit"].values() for r in ks.values()),
+            *(r for s in SECTIONS[1:] for r in out[s].values())]
     commands = dict.fromkeys([out["command"], *(r.get("command", out["command"]) for r in rows)])
     md = ["# Many people erased from the LFW base", "",
           "Command" + ("s (rows of earlier runs kept by --update; each row records its own)" if len(commands) > 1
@@ -300,6 +316,12 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
     md += markdown_table([*header, "sampling step vs base"],
                          [[*row("legato stack", k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
                           for k, r in out["stacked"].items()])
+    if out["stack_cost"]:
+        md += ["", "Sampling cost of a deployed stack of k requests against the base (one guided DDIM step of 8 samples, "
+               "median of 5, the base timed beside each stack; requests trained one step each: the compute does not "
+               "depend on the weights, so this is the cost, not the quality, of such a stack):", ""]
+        md += markdown_table(["k", *out["stack_cost"]], [["sampling step vs base", *(
+            f"{r['sampling_seconds_per_step_vs_base']:.2f}" for r in out["stack_cost"].values())]])
     md += ["", "## Text-to-image base: k names in one fit (legato)", ""]
     md += markdown_table(header, [row("legato t2i", k, r) for k, r in out["t2i"].items()]) if out["t2i"] else [
         "Not run (`--t2i-ks`)."]

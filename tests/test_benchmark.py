@@ -157,7 +157,7 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     t2i = ["--t2i-base", str(tmp_path / "t2i_base"), "--t2i-ks", "1", "2", "--t2i-unlearn-args", TINY_UNLEARN,
            "--t2i-pretrain-args", f"{TINY_T2I_PRETRAIN} --trainer.logger.init_args.save_dir {tmp_path}"]
     main([*args, "--exclude", "--methods", "legato", "full", "--ks", "1", "2", "--stacked", "1", "2",
-          "--erased-samples", "2", "--resamples", "20", *t2i])
+          "--stack-cost", "2", "--erased-samples", "2", "--resamples", "20", *t2i])
     saved = json.loads((tmp_path / "results" / "many_people.json").read_text())
     people = saved["people_order"]
     assert len(people) == 2 and set(saved["one_fit"]) == {"legato", "full"}
@@ -171,6 +171,11 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     assert [e["forget"] for e in meta["stack"]] == [people[:1]]
     # a timing: more than the base's is not assured on a loaded machine
     assert saved["stacked"]["2"]["people"] == people and saved["stacked"]["2"]["sampling_seconds_per_step_vs_base"] > 0
+    # the cost of a stack of 1..2 requests trained one step each
+    assert set(saved["stack_cost"]) == {"1", "2"} and saved["stack_cost"]["2"]["people"] == people
+    assert all(r["sampling_seconds_per_step_vs_base"] > 0 for r in saved["stack_cost"].values())
+    cost_meta = json.loads((tmp_path / "work" / "stack_cost" / "request2" / "weights" / "legato_method.json").read_text())
+    assert [e["forget"] for e in cost_meta["stack"]] == [people[:1]]
     # the text-to-image base (pretrained by the script) erases the same first names in one fit
     assert (tmp_path / "t2i_base" / "model_index.json").is_file()
     assert set(saved["t2i"]) == {"1", "2"} and saved["t2i"]["2"]["people"] == people
@@ -186,6 +191,7 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     assert updated["command"] != first and updated["t2i"]["2"]["command"] == updated["command"]
     assert updated["t2i"]["1"]["command"] == first and updated["one_fit"]["full"]["2"]["command"] == first
     assert updated["stacked"]["2"]["acc_erased"] == saved["stacked"]["2"]["acc_erased"]
+    assert updated["stack_cost"]["2"]["command"] == first
     assert updated["people_order"] == people
     assert "rows of earlier runs kept by --update" in (tmp_path / "results" / "many_people.md").read_text()
 
