@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     def merged() -> dict:
         """This run's rows over the results file's others (re-read each time: two --update runs may share it)."""
         result = kept_rows(a, {**out, **{s: {} for s in SECTIONS}}) if a.update else out
-        result["people_order"] = out["people_order"] or result["people_order"]
+        mine, theirs = out["people_order"], result["people_order"]  # a shorter draw is a prefix of a longer one
+        result["people_order"] = theirs if mine == theirs[:len(mine)] else mine
         for section, k, row in made:
             target = result
             for key in section:
@@ -250,7 +251,6 @@ def main(argv: list[str] | None = None) -> dict:
         templates = yaml.safe_load(Path(t2i.unlearn_config).read_text())["model"]["init_args"]["prompt_templates"]
         t2i_judge = Judge(t2i, Path(t2i.base), work / "t2i", templates)
         t2i_people = draw_people(t2i_judge.names, max(a.t2i_ks), a.seed, a.exclude)
-        out["people_order"] = out["people_order"] or t2i_people  # the same rule over the same names
         for k in a.t2i_ks:
             run = work / "t2i" / f"k{k}"
             fit = cached_fit(t2i, json.dumps(t2i_people[:k]), run)
@@ -323,8 +323,12 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
         md += markdown_table(["k", *out["stack_cost"]], [["sampling step vs base", *(
             f"{r['sampling_seconds_per_step_vs_base']:.2f}" for r in out["stack_cost"].values())]])
     md += ["", "## Text-to-image base: k names in one fit (legato)", ""]
-    md += markdown_table(header, [row("legato t2i", k, r) for k, r in out["t2i"].items()]) if out["t2i"] else [
-        "Not run (`--t2i-ks`)."]
+    if out["t2i"]:
+        largest = max(out["t2i"].values(), key=lambda r: len(r["people"]))["people"]
+        md += [f"Names erased, the first k of: {', '.join(largest)}.", ""]
+        md += markdown_table(header, [row("legato t2i", k, r) for k, r in out["t2i"].items()])
+    else:
+        md += ["Not run (`--t2i-ks`)."]
     (results / "many_people.md").write_text("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     return out
