@@ -222,27 +222,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     if a.stacked:
         base_step = judge.sampling_step_seconds(None)
-        previous: list[str] = []
-        for i in range(max(a.stacked)):
-            run = work / "stacked" / f"request{i + 1}"
-            extra = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
-            fit = cached_fit(a, json.dumps([people[i]]), run, extra)
-            previous = [str(run / "weights")]  # the new artifact holds the earlier ones
-            k = i + 1
+        for k, run, fit in stack_requests(a, work / "stacked", people[:max(a.stacked)]):
             if k in a.stacked:
                 step = judge.sampling_step_seconds(run / "weights")
                 record(["stacked"], k, scored(judge, run, run / "weights", people[:k], {
                     **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
                     "sampling_seconds_per_step_vs_base": step / base_step}))
 
-    previous = []
-    for i in range(a.stack_cost):  # the cost of a deployed stack of k requests, k = 1..N
-        run = work / "stack_cost" / f"request{i + 1}"
-        extra = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
-        cached_fit(a, json.dumps([people[i]]), run, [*extra, "--trainer.max_steps", "1"])
-        previous = [str(run / "weights")]
-        base_step = judge.sampling_step_seconds(None)  # beside each stack: the machine's load drifts
-        record(["stack_cost"], i + 1, {"people": people[:i + 1], "commit": git_commit(),
+    if a.stack_cost:  # the cost of a deployed stack of k requests, k = 1..N
+        for k, run, _ in stack_requests(a, work / "stack_cost", people[:a.stack_cost], ["--trainer.max_steps", "1"]):
+            base_step = judge.sampling_step_seconds(None)  # beside each stack: the machine's load drifts
+            record(["stack_cost"], k, {"people": people[:k], "commit": git_commit(),
                                        "sampling_seconds_per_step_vs_base":
                                            judge.sampling_step_seconds(run / "weights") / base_step})
 
@@ -256,6 +246,17 @@ def main(argv: list[str] | None = None) -> dict:
             fit = cached_fit(t2i, json.dumps(t2i_people[:k]), run)
             record(["t2i"], k, scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(fit, run)))
     return write_results(a, merged())
+
+
+def stack_requests(a: argparse.Namespace, root: Path, people: list[str], extra: list[str] = ()):
+    """One legato request per person under ``root``, each trained on top of the previous artifact (cached): yields
+    ``(k, run, fit)`` for the stack of the first k."""
+    previous: list[str] = []
+    for k, person in enumerate(people, 1):
+        run = root / f"request{k}"
+        on_top = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
+        yield k, run, cached_fit(a, json.dumps([person]), run, [*on_top, *extra])
+        previous = [str(run / "weights")]  # the new artifact holds the earlier ones
 
 
 def kept_rows(a: argparse.Namespace, out: dict) -> dict:
