@@ -169,8 +169,7 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     # the second request of the stack was trained on top of the first, and its artifact holds it
     meta = json.loads((tmp_path / "work" / "stacked" / "request2" / "weights" / "legato_method.json").read_text())
     assert [e["forget"] for e in meta["stack"]] == [people[:1]]
-    # a timing: more than the base's is not assured on a loaded machine
-    assert saved["stacked"]["2"]["people"] == people and saved["stacked"]["2"]["sampling_seconds_per_step_vs_base"] > 0
+    assert saved["stacked"]["2"]["people"] == people and saved["stacked"]["2"]["sampling_seconds_per_step_vs_base"] > 1
     # the cost of a stack of 1..2 requests trained one step each
     assert set(saved["stack_cost"]) == {"1", "2"} and saved["stack_cost"]["2"]["people"] == people
     assert all(r["sampling_seconds_per_step_vs_base"] > 0 for r in saved["stack_cost"].values())
