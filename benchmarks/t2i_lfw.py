@@ -27,12 +27,13 @@ from pathlib import Path
 
 import torch
 import yaml
-from compare_methods import scores, seeds_for
+from compare_methods import face_rate, scores, seeds_for
 from torchvision.utils import save_image
 
 from legato_pl.conditioning import TextConditioning
 from legato_pl.methods import load_method
 from legato_pl.metrics import UnlearningMetrics, load_encoder
+from legato_pl.metrics.faces import FaceRate
 from legato_pl.models.base import load_base_model
 from legato_pl.sampling import sample
 
@@ -126,6 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     def pick(s: dict, key: str, suffix: str = "") -> dict:
         return {key + suffix: s[key], f"{key}{suffix}_ci": s[f"{key}_ci"]}
 
+    faces = FaceRate()
+    face_rates = {}  # MTCNN finds a face in the forget person's samples: a stranger, or noise?
+    for suffix, images in [("_before", before[forget_rows]), ("", after[forget_rows]),
+                           ("_paraphrase_before", para_before), ("_paraphrase", para_after)]:
+        face_rates.update(pick(face_rate(faces, images, a.resamples), "face_rate_forget", suffix))
+
     result.update({
         "base_acc": base_scores["acc_retain"], "base_acc_ci": base_scores["acc_retain_ci"],
         "acc_forget_before": main_scores["acc_forget_before"], **pick(main_scores, "acc_forget"),
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         **pick(para_scores, "acc_forget", "_paraphrase"),
         "acc_retain_before": main_scores["acc_retain_before"], **pick(main_scores, "acc_retain"),
         **pick(main_scores, "moved_forget"), **pick(para_scores, "moved_forget", "_paraphrase"),
-        **pick(main_scores, "FD_pre"), **pick(main_scores, "pixel_change_retain"),
+        **pick(main_scores, "FD_pre"), **pick(main_scores, "pixel_change_retain"), **face_rates,
         "different_people_cosine": main_scores.get("different_people_cosine"),
         "samples": {"base_acc": len(per_person), "forget": int(forget_rows.sum()), "forget_paraphrase": len(para_labels),
                     "retain": int((~forget_rows).sum()), "people": len(names)},
@@ -180,6 +187,8 @@ def write_markdown(r: dict, names: list[str], path: Path) -> None:
           f"{iv('acc_retain')} |",
           f"| forget samples moved to another person (training / paraphrase) | 0 | {iv('moved_forget')} / "
           f"{iv('moved_forget_paraphrase')} |",
+          f"| face rate of the forget samples, MTCNN (training / paraphrase) | {iv('face_rate_forget_before')} / "
+          f"{iv('face_rate_forget_paraphrase_before')} | {iv('face_rate_forget')} / {iv('face_rate_forget_paraphrase')} |",
           f"| FD_pre, the other people (dlib embeddings) | 0 | {iv('FD_pre')} |",
           f"| pixel change per sample, the other people (0-255) | 0 | {iv('pixel_change_retain')} |", "",
           f"Training templates: {', '.join(repr(t) for t in r['templates'])}. Paraphrases: "

@@ -323,7 +323,8 @@ def test_t2i_benchmark_tiny_end_to_end(tmp_path, faces_root, monkeypatch):
     saved = json.loads((tmp_path / "results" / "t2i_lfw.json").read_text())
     assert saved["forget"] == "George_W_Bush" and saved["command"].startswith("python benchmarks/t2i_lfw.py")
     assert saved["samples"] == {"base_acc": 6, "forget": 3, "forget_paraphrase": 3, "retain": 4, "people": 3}
-    for key in ("base_acc", "acc_forget", "acc_forget_paraphrase", "acc_retain"):
+    for key in ("base_acc", "acc_forget", "acc_forget_paraphrase", "acc_retain", "face_rate_forget",
+                "face_rate_forget_before", "face_rate_forget_paraphrase", "face_rate_forget_paraphrase_before"):
         lo, hi = saved[f"{key}_ci"]
         assert 0 <= saved[key] <= 1 and lo - 1e-9 <= saved[key] <= hi + 1e-9, key
     assert 0 <= saved["acc_forget_before"] <= 1 and 0 <= saved["acc_retain_before"] <= 1
