@@ -46,6 +46,7 @@ from harness import (
     git_commit,
     heldout_by_label,
     markdown_table,
+    save_atomic,
     with_interval,
     without_invalid_intervals,
 )
@@ -137,7 +138,7 @@ def base_samples(unet, scheduler, labels: torch.Tensor, cache: Path, **kwargs) -
                 "seeds": have["seeds"] + [seeds[i] for i in missing]}
         row = {seed: i for i, seed in enumerate(have["seeds"])}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(have, cache)
+        save_atomic(have, cache)
     return have["images"][[row[seed] for seed in seeds]]
 
 

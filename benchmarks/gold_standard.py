@@ -58,6 +58,7 @@ from harness import (
     markdown_table,
     misses_estimate,
     run_cli,
+    save_atomic,
     with_interval,
 )
 
@@ -150,12 +151,12 @@ class Bench:
         cache = work / "measure.pt"
         work.mkdir(parents=True, exist_ok=True)
         if not cache.is_file():
-            torch.save(self.measure_person(person, model_dir, artifact), cache)
+            save_atomic(self.measure_person(person, model_dir, artifact), cache)
         out = torch.load(cache)
         # measured before on other kept people, or with an FD interval made before its fix
         if out.get("kept_labels") != self.kept or misses_estimate(out, "FD_pre_ci"):
             out.update(self.measure_kept(person, model_dir, artifact))
-            torch.save(out, cache)
+            save_atomic(out, cache)
         return out
 
     def measure_person(self, person: str, model_dir: Path, artifact: Path | None) -> dict:
@@ -179,7 +180,7 @@ class Bench:
         rows["inversion_acc"] = (self.judge.predict(inverted) == f).float()
         # the loss attack's score: minus the mean denoising error (a member is denoised better)
         errors = [-denoising_errors(unet, self.scheduler, x, f, conditioning=cond).mean(1) for x in (members, nonmembers)]
-        return {"rows": rows, "mia_scores": errors, "relearn_steps": self.relearn_steps(person, model_dir, artifact)}
+        return {"rows": rows, "mia_scores": errors, **self.relearn_steps(person, model_dir, artifact)}
 
     def measure_kept(self, person: str, model_dir: Path, artifact: Path | None) -> dict:
         """The people the reference saw, against the base (same seeds as compare_methods.py)."""
@@ -194,20 +195,22 @@ class Bench:
         return {"kept_labels": self.kept, "acc_retain": kept["acc_retain"], "acc_retain_ci": kept["acc_retain_ci"],
                 "FD_pre": kept.get("FD_pre"), "FD_pre_ci": kept.get("FD_pre_ci")}
 
-    def relearn_steps(self, person: str, model_dir: Path, artifact: Path | None) -> dict[str, int | None]:
-        """LoRA steps on k of the person's photos until acc_own is back at half the base's (every model alike)."""
+    def relearn_steps(self, person: str, model_dir: Path, artifact: Path | None) -> dict[str, dict]:
+        """LoRA steps on k of the person's photos until acc_own is back at half the base's (every model alike):
+        ``relearn_steps`` (k -> first step at the target, None: not within the budget) and ``relearn_curves``
+        (k -> [(step, accuracy)], with the target)."""
         a, f = self.a, self.names.index(person)
         target = 0.5 * self.base_accuracy(person)
         photos = self.data.train[person]
-        steps = {}
+        steps, curves = {}, {"target": target}
         for k in a.relearn_k:
             unet = self.fresh(model_dir, artifact)
             r = relearn(unet, self.scheduler, nn.Module(), photos[:k], torch.full((min(k, len(photos)),), f),
                         self.judge, f, target=target, conditioning=self.base.conditioning, params="lora",
                         max_steps=a.relearn_steps, eval_every=a.relearn_eval_every, eval_samples=16,
                         sampling=self.sampling)
-            steps[str(k)] = r.steps_to_target
-        return steps
+            steps[str(k)], curves[str(k)] = r.steps_to_target, r.curve
+        return {"relearn_steps": steps, "relearn_curves": curves}
 
     def base_own(self, person: str, labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """The base's samples of the person from the measurement seeds, drawn once per person."""
@@ -243,6 +246,8 @@ def summary(m: dict, resamples: int) -> dict:
 
     out["mia_auc_ci"] = list(bootstrap_ci(resampled_auc, len(both), num_resamples=resamples))
     out.update({k: m[k] for k in ("acc_retain", "acc_retain_ci", "FD_pre", "FD_pre_ci", "relearn_steps")})
+    if "relearn_curves" in m:  # (step, accuracy) checks behind relearn_steps; caches before them have none
+        out["relearn_curves"] = m["relearn_curves"]
     return out
 
 

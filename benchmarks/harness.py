@@ -19,6 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 FACES = REPO.parent / "shared" / "data" / "faces"
 
 
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` through a temporary file: benchmark runs sharing a cache never read a half-written one."""
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def run_cli(config: str, overrides: list[str]) -> dict:
     """Run ``python -m legato_pl fit`` in a child process; its wall time and peak RSS (polled)."""
     cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", config, *overrides]

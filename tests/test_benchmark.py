@@ -218,6 +218,9 @@ def test_gold_standard_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monk
             lo, hi = row[f"{key}_ci"]
             assert 0 <= row[key] <= 1 and lo <= hi, (key, row)
         assert set(row["relearn_steps"]) == {"1"}
+        curve = row["relearn_curves"]["1"]  # the checks behind the step count: it is the first at the target
+        reached = [step for step, acc in curve if acc >= row["relearn_curves"]["target"]]
+        assert row["relearn_steps"]["1"] == (reached[0] if reached else None) and curve[0][0] == 0
     assert entry["base"]["moved"] == 0  # the base against itself
     value, lo, hi = entry["methods"]["legato"]["gap"]["acc_own"]
     assert lo <= value <= hi or lo == hi
