@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import sys
@@ -388,3 +389,18 @@ def test_ablation_verdict_is_a_tie_when_intervals_overlap():
     assert "| legato_eta1 (reference) |" in md  # the ablations' own reference when it was run, not the default
     assert md.count(" better |") == 1 and "| legato |" in md and "| legato_k3 |" in md and "| lora |" not in md
     assert "legato (reference)" in "\n".join(ablation_table({"legato": row, "legato_k3": row}, "x"))
+
+
+def test_gold_standard_never_measures_the_seeds_a_fit_was_stopped_on():
+    """StopWhenForgotten keeps the state whose fixed-seed samples look most forgotten: measuring those samples again
+    would report the selection, not the model. The gold standard's seeds avoid the stop checks' (as configured)."""
+    from gold_standard import MEASURE_SEED, build_parser
+
+    from legato_pl.callbacks import StopWhenForgotten
+
+    config = yaml.safe_load((REPO / "configs" / "legato_lfw.yaml").read_text())
+    stop = next(c["init_args"] for c in config["trainer"]["callbacks"] if c["class_path"].endswith("StopWhenForgotten"))
+    first = stop.get("seed", inspect.signature(StopWhenForgotten).parameters["seed"].default)
+    checked = set(range(first, first + stop["num_samples"] + stop["num_retain_samples"]))
+    samples = build_parser().parse_args([]).samples
+    assert checked and not checked & set(range(MEASURE_SEED, MEASURE_SEED + samples))
