@@ -102,6 +102,11 @@ METHODS = {
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
     "lora": [*NO_STOP, METHOD, "legato_pl.methods.LoRA"],
     "full": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
+    # the baselines' learning-rate sweep (issue 25 item 5: each its own rate, chosen on the dev people)
+    "lora_lr3e-4": [*NO_STOP, METHOD, "legato_pl.methods.LoRA", "--model.init_args.lr", "3e-4"],
+    "lora_lr3e-3": [*NO_STOP, METHOD, "legato_pl.methods.LoRA", "--model.init_args.lr", "3e-3"],
+    "full_lr3e-5": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "3e-5"],
+    "full_lr3e-4": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "3e-4"],
 }
 FORGET = DEV_PEOPLE  # the dev people: every default was tuned on them
 # per-sample values whose mean is the metric: (metric, row value, forget rows?)
