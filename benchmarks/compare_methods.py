@@ -57,6 +57,9 @@ ADAPTER = "--model.init_args.method.init_args.adapter."  # the config's Legato a
 # a heavier retain term better): each ablation pins those two, so its name keeps meaning the fit it names.
 # Every row but "legato" runs the full --steps without the config's early stop: the rows compare budgets alike.
 NO_STOP = ["--trainer.callbacks", "[]"]
+LR = "--model.init_args.lr"
+LORA = [*NO_STOP, METHOD, "legato_pl.methods.LoRA"]  # the baselines, run their full --steps
+FULL = [*NO_STOP, METHOD, "legato_pl.methods.Full"]
 ETA1 = [*NO_STOP, "--model.init_args.eta", "1.0", "--model.init_args.w_retain", "1.0"]
 METHODS = {
     "legato": [],  # the config as it is (it stops once the person is forgotten: StopWhenForgotten)
@@ -100,13 +103,13 @@ METHODS = {
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
-    "lora": [*NO_STOP, METHOD, "legato_pl.methods.LoRA"],
-    "full": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "1e-4"],
+    "lora": [*LORA],
+    "full": [*FULL, LR, "1e-4"],
     # the baselines' learning-rate sweep (issue 25 item 5: each its own rate, chosen on the dev people)
-    "lora_lr3e-4": [*NO_STOP, METHOD, "legato_pl.methods.LoRA", "--model.init_args.lr", "3e-4"],
-    "lora_lr3e-3": [*NO_STOP, METHOD, "legato_pl.methods.LoRA", "--model.init_args.lr", "3e-3"],
-    "full_lr3e-5": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "3e-5"],
-    "full_lr3e-4": [*NO_STOP, METHOD, "legato_pl.methods.Full", "--model.init_args.lr", "3e-4"],
+    "lora_lr3e-4": [*LORA, LR, "3e-4"],
+    "lora_lr3e-3": [*LORA, LR, "3e-3"],
+    "full_lr3e-5": [*FULL, LR, "3e-5"],
+    "full_lr3e-4": [*FULL, LR, "3e-4"],
 }
 FORGET = DEV_PEOPLE  # the dev people: every default was tuned on them
 # per-sample values whose mean is the metric: (metric, row value, forget rows?)

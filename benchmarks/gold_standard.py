@@ -153,9 +153,10 @@ class Bench:
         """Every metric of one model (cached in ``work/measure.pt``); per-row values kept for the gaps."""
         cache = work / "measure.pt"
         work.mkdir(parents=True, exist_ok=True)
-        if not cache.is_file() or torch.load(cache).get("measure_seed") != MEASURE_SEED:  # none: an older seed range
-            save_atomic({**self.measure_person(person, model_dir, artifact), "measure_seed": MEASURE_SEED}, cache)
-        out = torch.load(cache)
+        out = torch.load(cache) if cache.is_file() else {}
+        if out.get("measure_seed") != MEASURE_SEED:  # not measured yet, or from an older seed range
+            out = {**self.measure_person(person, model_dir, artifact), "measure_seed": MEASURE_SEED}
+            save_atomic(out, cache)
         # measured before on other kept people, or with an FD interval made before its fix
         if out.get("kept_labels") != self.kept or misses_estimate(out, "FD_pre_ci"):
             out.update(self.measure_kept(person, model_dir, artifact))
