@@ -106,6 +106,14 @@ def fit_callbacks(config: str) -> str:
     return json.dumps([c for c in callbacks if c["class_path"].rsplit(".", 1)[-1] in FIT_CALLBACKS])
 
 
+def with_stop(config: str | Path, **init_args) -> list[str]:
+    """CLI overrides that keep the config's stopping callback with some of its arguments changed."""
+    stop = json.loads(fit_callbacks(str(config)))
+    if not stop:
+        raise ValueError(f"{config} has no stopping callback to change")
+    return ["--trainer.callbacks", json.dumps([{**c, "init_args": {**c.get("init_args", {}), **init_args}} for c in stop])]
+
+
 def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
     """One ``fit`` of ``a.unlearn_config`` into ``run`` (weights in ``run/weights``, events in ``run/fit``),
     with no checkpoints, curves or validation (a stopping callback of the config stays: it decides the result);

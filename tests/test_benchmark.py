@@ -404,3 +404,19 @@ def test_gold_standard_never_measures_the_seeds_a_fit_was_stopped_on():
     checked = set(range(first, first + stop["num_samples"] + stop["num_retain_samples"]))
     samples = build_parser().parse_args([]).samples
     assert checked and not checked & set(range(MEASURE_SEED, MEASURE_SEED + samples))
+
+
+def test_with_stop_changes_only_the_named_arguments_of_the_configs_stop():
+    """A benchmark variant's stop is the config's, with the named arguments changed, and the callback accepts it."""
+    from harness import fit_callbacks, with_stop
+
+    from legato_pl.callbacks import StopWhenForgotten
+
+    config = REPO / "configs" / "legato_lfw.yaml"
+    flag, value = with_stop(config, min_face_rate=0.8, rank_by="face_rate")
+    (changed,), (original,) = json.loads(value), json.loads(fit_callbacks(str(config)))
+    assert flag == "--trainer.callbacks" and changed["class_path"] == original["class_path"]
+    assert changed["init_args"] == {**original["init_args"], "min_face_rate": 0.8, "rank_by": "face_rate"}
+    assert StopWhenForgotten(**changed["init_args"]).rank_by == "face_rate"
+    with pytest.raises(ValueError, match="no stopping callback"):
+        with_stop(REPO / "configs" / "pretrain_lfw.yaml", rank_by="face_rate")

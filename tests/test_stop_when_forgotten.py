@@ -85,7 +85,20 @@ def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
 
 @pytest.mark.parametrize("bad", [{"every_n_steps": 0}, {"max_accuracy": 1.5}, {"min_moved": -0.1},
                                  {"num_samples": 0}, {"max_retain_drift": -0.1},
-                                 {"max_retain_drift": 0.1, "num_retain_samples": 0}, {"min_face_rate": 1.5}])
+                                 {"max_retain_drift": 0.1, "num_retain_samples": 0}, {"min_face_rate": 1.5},
+                                 {"rank_by": "faces"}, {"rank_by": "face_rate"}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(LegatoInputError, match="StopWhenForgotten"):
         StopWhenForgotten(**bad)
+
+
+def test_rank_by_chooses_which_kept_state_is_best():
+    """Among checks that identify nobody and keep the others, ``rank_by`` decides: most moved or most faces."""
+    moved = {"step": 75, "accuracy": 0.0, "moved": 0.6, "face_rate": 0.6, "retain_drift": 0.02}
+    faces = {"step": 300, "accuracy": 0.0, "moved": 0.3, "face_rate": 0.9, "retain_drift": 0.01}
+    identified = {**faces, "step": 25, "accuracy": 0.03, "face_rate": 1.0}
+    checks = [identified, moved, faces]
+    by_moved = StopWhenForgotten(min_face_rate=0.5, max_retain_drift=0.05)
+    by_faces = StopWhenForgotten(min_face_rate=0.5, max_retain_drift=0.05, rank_by="face_rate")
+    assert min(checks, key=by_moved.rank) is moved
+    assert min(checks, key=by_faces.rank) is faces

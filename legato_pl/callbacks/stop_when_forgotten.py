@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
@@ -40,8 +42,8 @@ class StopWhenForgotten(Callback):
 
     The fit stops at the first check with ``accuracy <= max_accuracy``, ``moved >= min_moved`` and (when set)
     ``retain_drift <= max_retain_drift`` and ``face_rate >= min_face_rate``. Whatever ends the fit, the trainable
-    state of the best check (lowest accuracy, then the others kept and faces drawn, then most moved, then the
-    earliest) is restored before the artifact is written. Logs ``stop/accuracy``, ``stop/moved`` (and
+    state of the best check (lowest accuracy, then the others kept and faces drawn, then the highest ``rank_by``:
+    most ``moved`` or most ``face_rate``, then the earliest) is restored before the artifact is written. Logs ``stop/accuracy``, ``stop/moved`` (and
     ``stop/retain_drift``, ``stop/face_rate``); :attr:`history` holds every check.
     """
 
@@ -59,6 +61,7 @@ class StopWhenForgotten(Callback):
         max_retain_drift: float | None = None,
         num_retain_samples: int = 40,
         min_face_rate: float | None = None,
+        rank_by: Literal["moved", "face_rate"] = "moved",
     ):
         if every_n_steps < 1 or num_samples < 1 or num_inference_steps < 1:
             raise LegatoInputError("StopWhenForgotten: every_n_steps, num_samples and num_inference_steps must be >= 1")
@@ -72,6 +75,10 @@ class StopWhenForgotten(Callback):
         self.seed, self.restore_best = seed, restore_best
         if min_face_rate is not None and not 0.0 <= min_face_rate <= 1.0:
             raise LegatoInputError("StopWhenForgotten: min_face_rate must be in [0, 1]")
+        if rank_by not in ("moved", "face_rate") or (rank_by == "face_rate" and min_face_rate is None):
+            raise LegatoInputError(f"StopWhenForgotten: rank_by must be 'moved' or 'face_rate' (which needs "
+                                   f"min_face_rate), got {rank_by!r}")
+        self.rank_by = rank_by
         self.max_retain_drift, self.num_retain_samples = max_retain_drift, num_retain_samples
         self.min_face_rate = min_face_rate
         self._faces = FaceRate() if min_face_rate is not None else None
@@ -123,12 +130,16 @@ class StopWhenForgotten(Callback):
             result["face_rate"] = float((self._faces.detect(after[forget.to(after.device)]) >= self._faces.min_prob)
                                         .float().mean())
         self.history.append(result)
-        key = (result["accuracy"], not self.kept(result), -result["moved"], result["step"])
+        key = self.rank(result)
         if self.restore_best and (self._best is None or key < self._best[0]):
             self._best = (key, [p.detach().clone() for p in module.method.trainable_parameters()])
         if log:
             module.log_dict({f"stop/{k}": v for k, v in result.items() if k != "step"})
         return result
+
+    def rank(self, result: dict[str, float]) -> tuple:
+        """Sort key of a check (lower is better): accuracy, then kept, then the most ``rank_by``, then the earliest."""
+        return result["accuracy"], not self.kept(result), -result[self.rank_by], result["step"]
 
     def kept(self, result: dict[str, float]) -> bool:
         """The other people stayed themselves and the forgotten became faces (each always true when not judged)."""
