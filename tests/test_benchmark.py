@@ -408,9 +408,9 @@ def test_gold_standard_never_measures_the_seeds_a_fit_was_stopped_on():
 
 def test_with_stop_changes_only_the_named_arguments_of_the_configs_stop():
     """A benchmark variant's stop is the config's, with the named arguments changed, and the callback accepts it."""
-    from harness import fit_callbacks, with_stop
-
     from legato_pl.callbacks import StopWhenForgotten
+
+    from harness import fit_callbacks, with_stop
 
     config = REPO / "configs" / "legato_lfw.yaml"
     flag, value = with_stop(config, min_face_rate=0.8, rank_by="face_rate")

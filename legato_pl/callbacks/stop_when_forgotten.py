@@ -43,8 +43,9 @@ class StopWhenForgotten(Callback):
     The fit stops at the first check with ``accuracy <= max_accuracy``, ``moved >= min_moved`` and (when set)
     ``retain_drift <= max_retain_drift`` and ``face_rate >= min_face_rate``. Whatever ends the fit, the trainable
     state of the best check (lowest accuracy, then the others kept and faces drawn, then the highest ``rank_by``:
-    most ``moved`` or most ``face_rate``, then the earliest) is restored before the artifact is written. Logs ``stop/accuracy``, ``stop/moved`` (and
-    ``stop/retain_drift``, ``stop/face_rate``); :attr:`history` holds every check.
+    most ``moved`` or most ``face_rate``, then the earliest) is restored before the artifact is written. Logs
+    ``stop/accuracy``, ``stop/moved`` (and ``stop/retain_drift``, ``stop/face_rate``); :attr:`history` holds every
+    check.
     """
 
     def __init__(
