@@ -107,7 +107,7 @@ METHODS = {
     # 0.14-0.91 of a person's samples, by how well the base knew them)
     "legato_faces": with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
     # today's objective without the stop, one adapter choice changed: under it LoRA drew George's samples as faces
-    # 0.91 of the time, the adapters 0.63 (lr_sweep.md); a spatial field (the authors' MNIST script uses 3x3) or
+    # 0.91 of the time, the adapters 0.63 (results/lr_sweep/); a spatial field (the authors' MNIST script uses 3x3) or
     # adapters after every stage (where LoRA acts too) may be what draws a stranger
     "legato_no_stop_k3": [*NO_STOP, ADAPTER + "kernel_size", "3"],
     "legato_no_stop_all_stages": [*NO_STOP, ADAPTER + "stages", "all"],
