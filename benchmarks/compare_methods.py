@@ -111,6 +111,8 @@ METHODS = {
     # adapters after every stage (where LoRA acts too) may be what draws a stranger
     "legato_no_stop_k3": [*NO_STOP, ADAPTER + "kernel_size", "3"],
     "legato_no_stop_all_stages": [*NO_STOP, ADAPTER + "stages", "all"],
+    # the config as it is (its stop included) with adapters after every stage: the candidate default
+    "legato_with_stop_all_stages": [ADAPTER + "stages", "all"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],

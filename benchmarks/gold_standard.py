@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="runs/lfw/reference",
                    help="the base retrained without the test people (pretrained here when missing)")
     p.add_argument("--pretrain-config", default="configs/pretrain_lfw.yaml")
+    p.add_argument("--fit-only", action="store_true",
+                   help="only fit (and cache under --work) every method for every person, measuring nothing: run "
+                        "beside a measuring run to use both cores")
     p.add_argument("--pretrain-args", default="", help="extra overrides for pretraining a missing reference (quoted)")
     p.add_argument("--people", nargs="*", help="test people (default: benchmarks/people_split.json's)")
     p.add_argument("--methods", nargs="*", default=["legato", "lora", "full"], choices=list(METHODS))
@@ -261,10 +264,20 @@ def gaps(m: dict, ref: dict, resamples: int) -> dict:
     return out
 
 
+def fit_args(method: str) -> list[str]:
+    """The CLI overrides of ``method`` on top of --unlearn-config ("legato": the config as it is)."""
+    return [] if method == "legato" else METHODS[method]
+
+
 def main(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
     split = json.loads(SPLIT_FILE.read_text())
     people = a.people or split["test"]
+    if a.fit_only:
+        for person in people:
+            for method in a.methods:
+                cached_fit(a, person, Path(a.work) / person / method, fit_args(method))
+        return {}
     reference = reference_model(a, people)
     bench = Bench(a, Path(a.base), json.loads((reference / "excluded.json").read_text()))
     work = Path(a.work)
@@ -279,8 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
         entry["base"], entry["reference"] = (summary(measured[k], a.resamples) for k in ("base", "reference"))
         for method in a.methods:
             run = work / person / method
-            extra = [] if method == "legato" else METHODS[method]
-            fit = cached_fit(a, person, run, extra)
+            fit = cached_fit(a, person, run, fit_args(method))
             m = bench.measure(person, Path(a.base), run / "weights", run / "measured")
             entry["methods"][method] = {**summary(m, a.resamples), "gap": gaps(m, measured["reference"], a.resamples),
                                         "steps_run": fit.get("steps_run"), "fit_seconds": fit.get("wall_time_s")}

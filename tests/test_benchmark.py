@@ -205,6 +205,9 @@ def test_gold_standard_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monk
 
     args = _tiny_args(tiny_lfw_base, tmp_path, faces_root)
     args[args.index("--unlearn-args") + 1] += " --data.init_args.heldout_fraction 0.3"
+    main([*args, "--people", "Colin_Powell", "--methods", "legato", "--fit-only"])  # fits, measures nothing
+    fit = json.loads((tmp_path / "work" / "Colin_Powell" / "legato" / "fit.json").read_text())
+    assert not (tmp_path / "results").exists() and not (tmp_path / "reference").exists()
     main([*args, "--reference", str(tmp_path / "reference"), "--pretrain-args",
           TINY_PRETRAIN + " --trainer.max_steps 3", "--people", "Colin_Powell", "--methods", "legato",
           "--samples", "2", "--inversion-steps", "2", "--relearn-k", "1", "--relearn-steps", "2",
@@ -223,6 +226,7 @@ def test_gold_standard_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monk
         reached = [step for step, acc in curve if acc >= row["relearn_curves"]["target"]]
         assert row["relearn_steps"]["1"] == (reached[0] if reached else None) and curve[0][0] == 0
     assert entry["base"]["moved"] == 0  # the base against itself
+    assert entry["methods"]["legato"]["fit_seconds"] == fit["wall_time_s"]  # the --fit-only run's fit, reused
     value, lo, hi = entry["methods"]["legato"]["gap"]["acc_own"]
     assert lo <= value <= hi or lo == hi
 
