@@ -111,7 +111,8 @@ METHODS = {
     # adapters after every stage (where LoRA acts too) may be what draws a stranger
     "legato_no_stop_k3": [*NO_STOP, ADAPTER + "kernel_size", "3"],
     "legato_no_stop_all_stages": [*NO_STOP, ADAPTER + "stages", "all"],
-    # the config as it is (its stop included) with adapters after every stage: the candidate default
+    # the config as it is (its stop included) with adapters after every stage: on Tony_Blair the stop fires at step 25
+    # with the others still disturbed (results/all_stages_tony/), so not the default
     "legato_with_stop_all_stages": [ADAPTER + "stages", "all"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
