@@ -264,11 +264,6 @@ def gaps(m: dict, ref: dict, resamples: int) -> dict:
     return out
 
 
-def fit_args(method: str) -> list[str]:
-    """The CLI overrides of ``method`` on top of --unlearn-config ("legato": the config as it is)."""
-    return [] if method == "legato" else METHODS[method]
-
-
 def main(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
     split = json.loads(SPLIT_FILE.read_text())
@@ -276,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.fit_only:
         for person in people:
             for method in a.methods:
-                cached_fit(a, person, Path(a.work) / person / method, fit_args(method))
+                cached_fit(a, person, Path(a.work) / person / method, METHODS[method])
         return {}
     reference = reference_model(a, people)
     bench = Bench(a, Path(a.base), json.loads((reference / "excluded.json").read_text()))
@@ -292,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
         entry["base"], entry["reference"] = (summary(measured[k], a.resamples) for k in ("base", "reference"))
         for method in a.methods:
             run = work / person / method
-            fit = cached_fit(a, person, run, fit_args(method))
+            fit = cached_fit(a, person, run, METHODS[method])
             m = bench.measure(person, Path(a.base), run / "weights", run / "measured")
             entry["methods"][method] = {**summary(m, a.resamples), "gap": gaps(m, measured["reference"], a.resamples),
                                         "steps_run": fit.get("steps_run"), "fit_seconds": fit.get("wall_time_s")}

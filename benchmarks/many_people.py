@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         people = draw_people(judge.names, max([*a.ks, *a.stacked, a.stack_cost, 1]), a.seed, a.exclude)
         out["people_order"] = people
     for method in a.methods:
-        extra = [] if method == "legato" else METHODS[method]  # legato: the config as it is (with its early stop)
+        extra = METHODS[method]  # legato: [], the config as it is (with its early stop)
         for k in a.ks:
             run = work / "one_fit" / method / f"k{k}"
             fit = cached_fit(a, json.dumps(people[:k]), run, extra)
