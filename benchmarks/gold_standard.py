@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "beside a measuring run to use both cores")
     p.add_argument("--pretrain-args", default="", help="extra overrides for pretraining a missing reference (quoted)")
     p.add_argument("--people", nargs="*", help="test people (default: benchmarks/people_split.json's)")
-    p.add_argument("--methods", nargs="*", default=["legato", "lora", "full"], choices=list(METHODS))
+    p.add_argument("--methods", nargs="*", default=["legato", "lora", "full_lr3e-5"], choices=list(METHODS),
+                   help="compare_methods.py's configurations (lora and full_lr3e-5: the rates chosen on the dev people)")
     p.add_argument("--samples", type=int, default=64, help="samples of the person per accuracy / face rate")
     p.add_argument("--inversion-steps", type=int, default=300)
     p.add_argument("--relearn-k", type=int, nargs="*", default=[1, 4, 16])
