@@ -26,7 +26,7 @@ from legato_pl.conditioning import TextConditioning, check_names
 from legato_pl.data import IdentityImages
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods import LoRA, load_method
-from legato_pl.methods.base import read_method_file
+from legato_pl.methods.artifact import read_method_file
 from legato_pl.methods.card import update_model_card
 from legato_pl.metrics.encoders import IdentityEncoder
 from legato_pl.models.base import load_base_model

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 from legato_pl.audit.report import AuditResult, AuditSettings, run_audit
 from legato_pl.cli.common import Parser, add_artifact_argument, add_device_argument, check_device, run_parsed
-from legato_pl.methods.base import read_method_file
+from legato_pl.methods.artifact import read_method_file
 from legato_pl.metrics.encoders import ENCODER_NAMES
 
 

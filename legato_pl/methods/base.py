@@ -21,11 +21,11 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from legato_pl.errors import LegatoInputError
+from legato_pl.methods.artifact import FORMAT, FORMAT_VERSION, METHOD_FILE, read_method_file
+from legato_pl.methods.card import card_from_method, write_model_card
+from legato_pl.methods.stack import STACK_DIR, verified_stack, write_stack
 from legato_pl.strength import StrengthKnob
 
-METHOD_FILE = "legato_method.json"
-FORMAT = "legato_pl.method"
-FORMAT_VERSION = 2
 DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 _REGISTRY: dict[str, type[UnlearningMethod]] = {}
 
@@ -115,8 +115,6 @@ class UnlearningMethod(StrengthKnob, nn.Module):
         import shutil
 
         from legato_pl import __version__
-        from legato_pl.methods.card import card_from_method, write_model_card
-        from legato_pl.methods.stack import STACK_DIR, write_stack
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -176,27 +174,10 @@ def method_spec(method: UnlearningMethod) -> dict[str, Any]:
     return {"class_path": f"{type(method).__module__}.{type(method).__qualname__}", "init_args": method.options()}
 
 
-def read_method_file(path: str | Path) -> dict[str, Any]:
-    """The artifact's ``legato_method.json`` (``{"method": "legato"}`` for bare ODE adapters)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise LegatoInputError(f"artifact directory {path} does not exist" if not path.exists() else
-                               f"artifact {path} is a file, not a directory")
-    if (path / METHOD_FILE).is_file():
-        return json.loads((path / METHOD_FILE).read_text())
-    from legato_pl.adapters.io import is_adapter_dir
-
-    if is_adapter_dir(path):  # ODE adapters written by save_adapters alone
-        return {"method": "legato", "options": {}}
-    raise LegatoInputError(f"{path} is not a legato_pl artifact (no {METHOD_FILE} and no ODE adapters)")
-
-
 def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> UnlearningMethod:
     """Attach the artifact in ``path`` (any method) to ``unet`` at ``strength``: 0 is the model it was trained on
     (the base exactly, or base + the earlier requests of a stack). A stack loads whole: its earlier requests first,
     frozen at strength 1 (``method.earlier``), so ``unet`` becomes the deployed model."""
-    from legato_pl.methods.stack import load_stack
-
     meta = read_method_file(path)
     # a registered name first; else the class the artifact names (a plug-in not imported yet)
     cls = _registered().get(meta["method"]) or _import_class(meta.get("class", meta["method"]))
@@ -204,7 +185,7 @@ def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> Unl
     if saved and saved != unet_fingerprint(unet) and not cls.stackable:  # ODE adapters name the mismatching stage
         raise LegatoInputError(f"{path} was trained on another UNet ({meta['base_model'].get('unet_class')} "
                                f"{saved}), not on this {type(unet).__name__} {unet_fingerprint(unet)}")
-    earlier = load_stack(unet, Path(path), meta)
+    earlier = [load_method(unet, Path(path) / e["dir"], strength=1.0) for e in verified_stack(Path(path), meta)]
     method = cls(unet, **meta.get("options", {}))
     method.earlier, method.on_top_of = earlier, [str(Path(path) / e["dir"]) for e in meta.get("stack", [])]
     method.load_weights(Path(path))

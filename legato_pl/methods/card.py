@@ -41,7 +41,7 @@ def write_model_card(path: str | Path, card: dict[str, Any]) -> Path:
 
 def update_model_card(path: str | Path, meta: dict[str, Any], **sections: Any) -> Path:
     """Merge ``sections`` (e.g. ``audit={...}``) into the artifact's card; a missing card is started from ``meta``,
-    the artifact's ``legato_method.json`` (:func:`~legato_pl.methods.base.read_method_file`)."""
+    the artifact's ``legato_method.json`` (:func:`~legato_pl.methods.artifact.read_method_file`)."""
     try:
         card = read_model_card(path)
     except LegatoInputError:

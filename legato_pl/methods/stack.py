@@ -9,8 +9,9 @@ first) and lists them, with a digest of each, in ``legato_method.json``::
 
 Copies rather than references: the artifact is what a user ships and deploys, so it must hold the whole model
 it stands for on any machine; a path to A breaks when the directory moves and silently changes when A is refit.
-ODE adapters are small (a few hundred kB per request), so a copy costs little. :func:`load_stack` loads the parts
-in order, frozen at strength 1, and refuses, in one line, a part that is missing or whose files changed.
+ODE adapters are small (a few hundred kB per request), so a copy costs little. ``load_method`` loads the parts
+in order, frozen at strength 1, and refuses (:func:`verified_stack`), in one line, a part that is missing or whose
+files changed.
 """
 
 from __future__ import annotations
@@ -20,14 +21,11 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from torch import nn
+from typing import Any
 
 from legato_pl.errors import LegatoInputError
-
-if TYPE_CHECKING:
-    from legato_pl.methods.base import UnlearningMethod
+from legato_pl.methods.artifact import METHOD_FILE, read_method_file
+from legato_pl.methods.card import read_model_card
 
 STACK_DIR = "stack"
 PARTIAL = ".stack.partial"
@@ -37,8 +35,6 @@ UNHASHED = {"README.md"}  # the model card: audit adds its measurements to it
 def artifact_digest(path: str | Path) -> str:
     """sha256 over one request's files (names and bytes): its stack, the stack's entries in
     ``legato_method.json`` and the model card (audit adds to it) left out."""
-    from legato_pl.methods.base import METHOD_FILE
-
     path, digest = Path(path), hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         relative = file.relative_to(path)
@@ -52,8 +48,6 @@ def artifact_digest(path: str | Path) -> str:
 
 
 def _forget_of(path: Path) -> list[str]:
-    from legato_pl.methods.card import read_model_card
-
     try:
         return list(read_model_card(path).get("forget") or [])
     except LegatoInputError:
@@ -63,8 +57,6 @@ def _forget_of(path: Path) -> list[str]:
 def stack_parts(previous: Sequence[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
     """The earlier artifacts ``previous`` flattened in deployment order (each one's own stack first), as
     ``(directory, entry)``; refuses, in one line, a part that is missing, changed or given twice."""
-    from legato_pl.methods.base import read_method_file
-
     parts: list[tuple[Path, dict[str, Any]]] = []
     for source in map(Path, previous):
         meta = read_method_file(source)
@@ -83,8 +75,6 @@ def stack_parts(previous: Sequence[str | Path]) -> list[tuple[Path, dict[str, An
 def write_stack(previous: Sequence[str | Path], dest: str | Path) -> list[dict[str, Any]]:
     """Copy the earlier artifacts ``previous`` (:func:`stack_parts`) into ``dest/stack/<i>/``, each a single
     request, and return their entries for ``legato_method.json``."""
-    from legato_pl.methods.base import METHOD_FILE
-
     dest = Path(dest)
     building = dest / PARTIAL  # the sources may be this artifact's own stack: it is replaced at the end
     shutil.rmtree(building, ignore_errors=True)
@@ -113,10 +103,3 @@ def verified_stack(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
             raise LegatoInputError(f"{path} is a stack whose part {entry['dir']} (from {entry.get('source')}) "
                                    "changed since it was written: its digest does not match")
     return list(meta.get("stack", []))
-
-
-def load_stack(unet: nn.Module, path: Path, meta: dict[str, Any]) -> list[UnlearningMethod]:
-    """Attach every earlier request of the artifact in ``path`` to ``unet``, in order, frozen at strength 1."""
-    from legato_pl.methods.base import load_method
-
-    return [load_method(unet, path / entry["dir"], strength=1.0) for entry in verified_stack(path, meta)]
