@@ -321,7 +321,7 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
                           for k, r in out["stacked"].items()])
     if out["stack_cost"]:
         md += ["", "Sampling cost of a deployed stack of k requests against the base (one guided DDIM step of 8 samples, "
-               "median of 5, the base timed beside each stack; requests trained one step each: the compute does not "
+               "the median of 7 ratios, stack and base timed alternately; requests trained one step each: the compute does not "
                "depend on the weights, so this is the cost, not the quality, of such a stack):", ""]
         md += markdown_table(["k", *out["stack_cost"]], [["sampling step vs base", *(
             f"{r['sampling_seconds_per_step_vs_base']:.2f}" for r in out["stack_cost"].values())]])
