@@ -116,6 +116,53 @@ def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_
         UnlearningModule(str(tiny_base_dir), method="lora", previous_adapters=[str(tmp_path / "first")])
 
 
+@pytest.mark.parametrize("method", ["legato", "lora", "full"])
+def test_warm_start_continues_from_an_earlier_request_instead_of_stacking(tiny_base_dir, tmp_path, method):
+    from types import SimpleNamespace
+
+    first = UnlearningModule(str(tiny_base_dir), method=tiny(method), lr=1e-2)
+    _train(first, steps=2)
+    first.method.save(tmp_path / "first", base_model=str(tiny_base_dir), forget=["person_01"])
+    module = UnlearningModule(str(tiny_base_dir), method=tiny(method), lr=1e-2, warm_start=str(tmp_path / "first"))
+    deployed = load_base_model(tiny_base_dir).unet.eval()
+    load_method(deployed, tmp_path / "first")
+    base = load_base_model(tiny_base_dir).unet.eval()
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([1, 2])
+    with torch.no_grad():
+        start = module.unet(x, t, class_labels=y).sample
+        torch.testing.assert_close(start, deployed(x, t, class_labels=y).sample)  # starts where the request ended
+        with module.method.teacher() as teacher:  # the teacher is still the base, not base + the earlier request
+            assert torch.equal(teacher(x, t, class_labels=y).sample, base(x, t, class_labels=y).sample)
+    assert all(p.requires_grad for p in module.method.trainable_parameters())
+    _train(module, steps=1)
+    with torch.no_grad():
+        assert not torch.equal(module.unet(x, t, class_labels=y).sample, start)
+    module.method.save(tmp_path / "second", base_model=str(tiny_base_dir), forget=["person_01", "person_02"])
+    assert "stack" not in json.loads((tmp_path / "second" / "legato_method.json").read_text())  # one request
+    # the earlier request's people stay forgotten: a forget list without them is refused before training
+    data = SimpleNamespace(class_names=["person_00", "person_01", "person_02"], forget=["person_02"], image_size=16)
+    with pytest.raises(ValueError, match="forgot person_01: list them in forget too"):
+        module.bind_data(data)
+    with pytest.raises(ValueError, match="replaces an earlier request, previous_adapters stacks"):
+        UnlearningModule(str(tiny_base_dir), method=tiny(method), warm_start=str(tmp_path / "first"),
+                         previous_adapters=[str(tmp_path / "first")])
+
+
+def test_warm_start_refuses_another_method_options_or_a_stack(tiny_base_dir, tmp_path):
+    import functools
+
+    from legato_pl.methods import Legato
+
+    _stack_of_two(tiny_base_dir, tmp_path)
+    with pytest.raises(ValueError, match="warm_start: .* is a stack of 2 requests"):
+        UnlearningModule(str(tiny_base_dir), method=tiny(), warm_start=str(tmp_path / "second"))
+    with pytest.raises(ValueError, match="warm_start: .* is a legato artifact with options"):
+        UnlearningModule(str(tiny_base_dir), method=functools.partial(Legato, adapter={"hidden": 4}),
+                         warm_start=str(tmp_path / "second" / "stack" / "0"))
+    with pytest.raises(ValueError, match="warm_start: .* is a legato artifact"):
+        UnlearningModule(str(tiny_base_dir), method="lora", warm_start=str(tmp_path / "second" / "stack" / "0"))
+
+
 def _stack_of_two(tiny_base_dir, tmp_path) -> tuple[torch.nn.Module, tuple]:
     """first (randomised adapters) -> second trained on top of it; the deployed UNet base + first + second."""
     from legato_pl import ODEAdapterConfig, attach_adapters, load_adapters, save_adapters

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from legato_pl.errors import LegatoInputError
 from legato_pl.methods.artifact import FORMAT, FORMAT_VERSION, METHOD_FILE, read_method_file
-from legato_pl.methods.card import card_from_method, write_model_card
+from legato_pl.methods.card import card_from_method, read_model_card, write_model_card
 from legato_pl.methods.stack import STACK_DIR, verified_stack, write_stack
 from legato_pl.strength import StrengthKnob
 
@@ -107,6 +107,24 @@ class UnlearningMethod(StrengthKnob, nn.Module):
     def load_weights(self, path: Path) -> None:
         raise NotImplementedError
 
+    def warm_start(self, path: str | Path) -> list[str]:
+        """Continue from an earlier request's weights (one request of this method, options and base): the next
+        artifact replaces it, so the deployed model stays one request whatever their number (a stack grows by one
+        request each). Returns the people it forgot, who must stay in the new request's ``forget``."""
+        meta = read_method_file(path)
+        mine = json.loads(json.dumps(self.options()))  # as the artifact stores them (tuples as lists)
+        if meta.get("method") != self.name or meta.get("options", {}) != mine:
+            raise LegatoInputError(f"warm_start: {path} is a {meta.get('method')} artifact with options "
+                                   f"{meta.get('options', {})}, not {self.name} with {mine}")
+        if meta.get("stack"):
+            raise LegatoInputError(f"warm_start: {path} is a stack of {len(meta['stack']) + 1} requests; start from one "
+                                   "request (or stack on it with previous_adapters)")
+        _check_base(meta, self._unet, type(self), path)
+        self.load_weights(Path(path))
+        for p in self.trainable_parameters():
+            p.requires_grad_(True)
+        return list(read_model_card(path).get("forget") or [])
+
     def save(self, path: str | Path, base_model: str | None = None, forget: list[str] | None = None,
              training: dict[str, Any] | None = None) -> Path:
         """Write the weights, ``legato_method.json`` (kind, options, base UNet, version, the stack of earlier
@@ -181,10 +199,7 @@ def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> Unl
     meta = read_method_file(path)
     # a registered name first; else the class the artifact names (a plug-in not imported yet)
     cls = _registered().get(meta["method"]) or _import_class(meta.get("class", meta["method"]))
-    saved = meta.get("base_model", {}).get("unet_fingerprint")
-    if saved and saved != unet_fingerprint(unet) and not cls.stackable:  # ODE adapters name the mismatching stage
-        raise LegatoInputError(f"{path} was trained on another UNet ({meta['base_model'].get('unet_class')} "
-                               f"{saved}), not on this {type(unet).__name__} {unet_fingerprint(unet)}")
+    _check_base(meta, unet, cls, path)
     earlier = [load_method(unet, Path(path) / e["dir"], strength=1.0) for e in verified_stack(Path(path), meta)]
     method = cls(unet, **meta.get("options", {}))
     method.earlier, method.on_top_of = earlier, [str(Path(path) / e["dir"]) for e in meta.get("stack", [])]
@@ -194,6 +209,13 @@ def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> Unl
         p.requires_grad_(False)
     method.strength = strength
     return method
+
+
+def _check_base(meta: dict[str, Any], unet: nn.Module, cls: type[UnlearningMethod], path: str | Path) -> None:
+    saved = meta.get("base_model", {}).get("unet_fingerprint")
+    if saved and saved != unet_fingerprint(unet) and not cls.stackable:  # ODE adapters name the mismatching stage
+        raise LegatoInputError(f"{path} was trained on another UNet ({meta['base_model'].get('unet_class')} "
+                               f"{saved}), not on this {type(unet).__name__} {unet_fingerprint(unet)}")
 
 
 def _import_class(spec: str) -> type[UnlearningMethod]:

@@ -85,6 +85,10 @@ class UnlearningModule(pl.LightningModule):
             They are loaded at strength 1 and frozen, so base + earlier requests is the new teacher and the new
             method trains on top of them (stackable methods only). The new artifact holds copies of them (a
             stack is one artifact): ``load_method`` on it alone gives the deployed model.
+        warm_start: an earlier request's artifact (same method and options) to continue from instead of stacking
+            on it: the new artifact replaces it, so the deployed model stays one request. ``forget`` must list
+            the people it forgot too (everyone else is retained, and would be brought back). The fit starts
+            from that request, not from the base.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class UnlearningModule(pl.LightningModule):
         prompt_templates: list[str] | None = None,
         anchor_prompt: str = "a person",
         base_dtype: str | None = None,
+        warm_start: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -123,6 +128,8 @@ class UnlearningModule(pl.LightningModule):
                 raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
         if w_adversarial_retain > 0 and w_adversarial == 0:
             raise LegatoInputError("w_adversarial_retain guards the adversarial term: set w_adversarial > 0 too")
+        if warm_start and previous_adapters:
+            raise LegatoInputError("warm_start replaces an earlier request, previous_adapters stacks on them: give one")
         if adversarial_lr <= 0:
             raise LegatoInputError(f"adversarial_lr must be > 0, got {adversarial_lr}")
         base = load_base_model(base_model, prompt_templates, anchor_prompt)
@@ -157,6 +164,7 @@ class UnlearningModule(pl.LightningModule):
         if previous_adapters and not self.method.stackable:
             raise LegatoInputError(f"previous_adapters stack ODE adapters: {self.method_label} cannot train on top of them")
         self.method.on_top_of = [str(p) for p in previous_adapters or []]
+        self.warm_forget = self.method.warm_start(warm_start) if warm_start else []
         if half is not None:
             if self.method.name == "full":
                 raise LegatoInputError("base_dtype: the full fine-tune trains the UNet itself; it cannot stay frozen in "
@@ -202,6 +210,10 @@ class UnlearningModule(pl.LightningModule):
                 f"forget identity {forget_missing[0]!r} is not a class of the base model "
                 f"{self.hparams.base_model} (classes: {', '.join(self.identities[:8])}...)"
             )
+        kept_back = [n for n in self.warm_forget if n not in getattr(dm, "forget", [])]
+        if kept_back:
+            raise LegatoInputError(f"warm_start {self.hparams.warm_start} forgot {', '.join(kept_back)}: list them in "
+                                   "forget too (everyone else is retained, and would be brought back)")
         cond.use_identities(list(dm.class_names), f"the data (not a class of the base model {self.hparams.base_model})")
         self.identities = cond.identities
         factor = downsampling_factor(self.unet) * self.conditioning.latent_factor
