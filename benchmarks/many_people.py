@@ -1,8 +1,8 @@
-"""Many removal requests on the LFW base: k people in one fit, and k one-person requests stacked.
+"""Many removal requests on the LFW base: k people in one fit, and k one-person requests stacked or warm-started.
 
     python benchmarks/many_people.py --base runs/lfw/base                # legato, lora, full_lr3e-5; k = 1 5 10 20
     python benchmarks/many_people.py --methods legato --ks 1 5 10 20 --stacked --t2i-ks  # legato only, no stack
-    python benchmarks/many_people.py --update --ks --stacked --t2i-ks 1 5   # add the t2i rows, keep the others
+    python benchmarks/many_people.py --update --ks --stacked --t2i-ks --warm 1 5 10  # add warm-started requests
 
 People: the base's people minus the dev people the configs were tuned on (George_W_Bush, Tony_Blair,
 Serena_Williams), drawn in a seeded order (``--seed``); the k erased are the first k of that order, so k = 1 is
@@ -16,6 +16,9 @@ config's objective for the full ``--steps`` with the learning rates chosen on th
 (``model.previous_adapters``); the stack after k requests is scored as deployed (``load_method`` on its last
 artifact), with the cost of one sampling step against the base's. ``--stack-cost N`` (``stack_cost``) times stacks
 of 1..N requests trained one step each: what a deployed stack costs per sampling step, not how well it forgets.
+**Warm-started** (``warm``): one legato request per person, each continuing from the previous artifact with every
+person so far in ``forget`` (``model.warm_start``): the deployed model stays one request, scored and timed like the
+stack.
 **Text-to-image** (``t2i``): legato (``configs/legato_t2i_lfw.yaml``) erases the first k names from the text-to-image
 LFW base (``--t2i-base``, pretrained with ``configs/pretrain_t2i_lfw.yaml`` when missing) in one fit; samples from the
 name prompts of the config's templates.
@@ -65,7 +68,7 @@ from harness import (
 )
 
 COLUMNS = ["acc_erased", "acc_kept", "FD_pre", "face_rate_erased"]
-SECTIONS = ["one_fit", "stacked", "stack_cost", "t2i"]
+SECTIONS = ["one_fit", "stacked", "warm", "stack_cost", "t2i"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ks", type=int, nargs="*", default=[1, 5, 10, 20], help="people erased in one fit")
     p.add_argument("--stacked", type=int, nargs="*", default=[1, 5, 10],
                    help="stack sizes scored (one legato request per person, up to the largest)")
+    p.add_argument("--warm", type=int, nargs="*", default=[],
+                   help="request counts scored when each request warm-starts from the last (one artifact, all so far; "
+                        "none by default, so the commands of earlier rows make what they made)")
     p.add_argument("--stack-cost", type=int, default=0, metavar="N",
                    help="sampling cost of stacks of 1..N requests trained one step each (cost only: the adapters' "
                         "weights do not change the compute)")
@@ -215,9 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
             target[k] = row
         return result
 
-    if (a.methods and a.ks) or a.stacked or a.stack_cost:  # the class-conditional base only when its rows are made
+    if (a.methods and a.ks) or a.stacked or a.warm or a.stack_cost:  # the class-conditional base only for its rows
         judge = Judge(a, base_dir, work)
-        people = draw_people(judge.names, max([*a.ks, *a.stacked, a.stack_cost, 1]), a.seed, a.exclude)
+        people = draw_people(judge.names, max([*a.ks, *a.stacked, *a.warm, a.stack_cost, 1]), a.seed, a.exclude)
         out["people_order"] = people
     for method in a.methods:
         extra = METHODS[method]  # legato: [], the config as it is (with its early stop)
@@ -230,6 +236,13 @@ def main(argv: list[str] | None = None) -> dict:
         for k, run, fit in stack_requests(a, work / "stacked", people[:max(a.stacked)]):
             if k in a.stacked:
                 record(["stacked"], k, scored(judge, run, run / "weights", people[:k], {
+                    **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
+                    "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
+
+    if a.warm:
+        for k, run, fit in warm_requests(a, work / "warm", people[:max(a.warm)]):
+            if k in a.warm:
+                record(["warm"], k, scored(judge, run, run / "weights", people[:k], {
                     **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
                     "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
 
@@ -261,6 +274,15 @@ def stack_requests(a: argparse.Namespace, root: Path, people: list[str], extra: 
         previous = [str(run / "weights")]  # the new artifact holds the earlier ones
 
 
+def warm_requests(a: argparse.Namespace, root: Path, people: list[str]):
+    """One legato request per person under ``root``, each warm-started from the previous artifact and forgetting
+    everyone so far (``model.warm_start``; cached): yields ``(k, run, fit)``, one artifact for the first k."""
+    for k in range(1, len(people) + 1):
+        run = root / f"request{k}"
+        warm = ["--model.init_args.warm_start", str(root / f"request{k - 1}" / "weights")] if k > 1 else []
+        yield k, run, cached_fit(a, json.dumps(people[:k]), run, warm)
+
+
 def kept_rows(a: argparse.Namespace, out: dict) -> dict:
     """``out`` with the existing results file's rows that this run does not remake (``--update``)."""
     file = Path(a.out) / "many_people.json"
@@ -268,6 +290,7 @@ def kept_rows(a: argparse.Namespace, out: dict) -> dict:
         return out
     before = json.loads(file.read_text())
     remade = {("one_fit", m, str(k)) for m in a.methods for k in a.ks} | {("stacked", str(k)) for k in a.stacked}
+    remade |= {("warm", str(k)) for k in a.warm}
     remade |= {("t2i", str(k)) for k in a.t2i_ks} | {("stack_cost", str(k + 1)) for k in range(a.stack_cost)}
 
     def kept(path: tuple, rows: dict) -> dict:
@@ -319,6 +342,11 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
     md += markdown_table([*header, "sampling step vs base"],
                          [[*row("legato stack", k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
                           for k, r in out["stacked"].items()])
+    md += ["", "## k requests warm-started (legato, one person each, `model.warm_start`)", "",
+           "Request k starts from request k-1's artifact and forgets the first k people: one artifact, whatever k.", ""]
+    md += markdown_table([*header, "sampling step vs base"],
+                         [[*row("legato warm", k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
+                          for k, r in out["warm"].items()])
     if out["stack_cost"]:
         md += ["", "Sampling cost of a deployed stack of k requests against the base (one guided DDIM step of 8 samples, "
                "the median of 7 ratios, stack and base timed alternately; requests trained one step each: the compute does not "

@@ -157,7 +157,7 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     args[args.index("--unlearn-args") + 1] += " --data.init_args.heldout_fraction 0.3"
     t2i = ["--t2i-base", str(tmp_path / "t2i_base"), "--t2i-ks", "1", "2", "--t2i-unlearn-args", TINY_UNLEARN,
            "--t2i-pretrain-args", f"{TINY_T2I_PRETRAIN} --trainer.logger.init_args.save_dir {tmp_path}"]
-    main([*args, "--exclude", "--methods", "legato", "full", "--ks", "1", "2", "--stacked", "1", "2",
+    main([*args, "--exclude", "--methods", "legato", "full", "--ks", "1", "2", "--stacked", "1", "2", "--warm", "2",
           "--stack-cost", "2", "--erased-samples", "2", "--resamples", "20", *t2i])
     saved = json.loads((tmp_path / "results" / "many_people.json").read_text())
     people = saved["people_order"]
@@ -171,7 +171,14 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     meta = json.loads((tmp_path / "work" / "stacked" / "request2" / "weights" / "legato_method.json").read_text())
     assert [e["forget"] for e in meta["stack"]] == [people[:1]]
     assert saved["stacked"]["2"]["people"] == people and saved["stacked"]["2"]["sampling_seconds_per_step_vs_base"] > 1
+    # warm-started: the second request continued from the first and forgets both, one artifact
+    warm = tmp_path / "work" / "warm" / "request2"
+    assert "stack" not in json.loads((warm / "weights" / "legato_method.json").read_text())
+    assert yaml.safe_load((warm / "fit" / "version_0" / "hparams.yaml").read_text())["warm_start"] == str(
+        tmp_path / "work" / "warm" / "request1" / "weights")
+    assert set(saved["warm"]) == {"2"} and saved["warm"]["2"]["people"] == people
     # the cost of a stack of 1..2 requests trained one step each
+
     assert set(saved["stack_cost"]) == {"1", "2"} and saved["stack_cost"]["2"]["people"] == people
     assert all(r["sampling_seconds_per_step_vs_base"] > 0 for r in saved["stack_cost"].values())
     cost_meta = json.loads((tmp_path / "work" / "stack_cost" / "request2" / "weights" / "legato_method.json").read_text())
@@ -185,12 +192,13 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     # is never loaded) and keeps the others with the command that made them
     first = saved["command"]
     rerun = [a if a != str(tiny_lfw_base) else str(tmp_path / "absent") for a in args]
-    main([*rerun, "--exclude", "--update", "--ks", "--stacked", "--erased-samples", "2", "--resamples", "20",
+    main([*rerun, "--exclude", "--update", "--ks", "--stacked", "--warm", "--erased-samples", "2", "--resamples", "20",
           *t2i[:3], "2", *t2i[5:]])
     updated = json.loads((tmp_path / "results" / "many_people.json").read_text())
     assert updated["command"] != first and updated["t2i"]["2"]["command"] == updated["command"]
     assert updated["t2i"]["1"]["command"] == first and updated["one_fit"]["full"]["2"]["command"] == first
     assert updated["stacked"]["2"]["acc_erased"] == saved["stacked"]["2"]["acc_erased"]
+    assert updated["warm"]["2"]["command"] == first
     assert updated["stack_cost"]["2"]["command"] == first
     assert updated["people_order"] == people
     assert "rows of earlier runs kept by --update" in (tmp_path / "results" / "many_people.md").read_text()
