@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -118,6 +119,7 @@ def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[st
     """One ``fit`` of ``a.unlearn_config`` into ``run`` (weights in ``run/weights``, events in ``run/fit``),
     with no checkpoints, curves or validation (a stopping callback of the config stays: it decides the result);
     its wall time, peak RSS, steady seconds per step and the steps it ran."""
+    shutil.rmtree(run / "fit", ignore_errors=True)  # events of an interrupted fit would be read as this one's
     result = run_cli(a.unlearn_config, [
         "--model.init_args.base_model", a.base, "--model.init_args.output_dir", str(run / "weights"),
         "--data.init_args.root", a.root, "--data.init_args.forget", forget, "--trainer.max_steps", str(a.steps),
