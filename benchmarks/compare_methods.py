@@ -106,6 +106,10 @@ METHODS = {
     # with the most faces, not the most moved samples ("moved" is not a gold-standard criterion: the reference moves
     # 0.14-0.91 of a person's samples, by how well the base knew them)
     "legato_faces": with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
+    # the fresh row's path with the faces stop: on Tony_Blair the path variant's stop kept step 75 (the most moved
+    # samples, faces 0.62) over step 300's faces 0.91 at a third of the drift; ranked by faces it keeps the latter
+    "legato_path_faces": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
+                          "--model.init_args.w_untrained_path", "1.0"],
     # today's objective without the stop, one adapter choice changed: under it LoRA drew George's samples as faces
     # 0.91 of the time, the adapters 0.63 (results/lr_sweep/); a spatial field (the authors' MNIST script uses 3x3) or
     # adapters after every stage (where LoRA acts too) may be what draws a stranger
