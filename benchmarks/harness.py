@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,12 +31,21 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _die_with_parent() -> None:
+    """In a fit's child process (Linux): killed when the benchmark dies, so no orphan fit keeps a core busy."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def run_cli(config: str, overrides: list[str]) -> dict:
     """Run ``python -m legato_pl fit`` in a child process; its wall time and peak RSS (polled)."""
     cmd = [sys.executable, "-m", "legato_pl", "fit", "--config", config, *overrides]
     print("+", shlex.join(cmd), flush=True)
     start = time.perf_counter()
-    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    child = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     proc, peak = psutil.Process(child.pid), 0
     while child.poll() is None:
         try:
