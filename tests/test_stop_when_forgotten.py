@@ -86,7 +86,7 @@ def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
 @pytest.mark.parametrize("bad", [{"every_n_steps": 0}, {"max_accuracy": 1.5}, {"min_moved": -0.1},
                                  {"num_samples": 0}, {"max_retain_drift": -0.1},
                                  {"max_retain_drift": 0.1, "num_retain_samples": 0}, {"min_face_rate": 1.5},
-                                 {"rank_by": "faces"}, {"rank_by": "face_rate"}])
+                                 {"rank_by": "faces"}, {"rank_by": "face_rate"}, {"min_samples_per_person": -1}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(LegatoInputError, match="StopWhenForgotten"):
         StopWhenForgotten(**bad)
@@ -102,3 +102,16 @@ def test_rank_by_chooses_which_kept_state_is_best():
     by_faces = StopWhenForgotten(min_face_rate=0.5, max_retain_drift=0.05, rank_by="face_rate")
     assert min(checks, key=by_moved.rank) is moved
     assert min(checks, key=by_faces.rank) is faces
+
+
+def test_a_check_of_many_people_keeps_its_samples_per_person(monkeypatch):
+    """32 check samples shared by 5 forgotten people are 6-7 each; min_samples_per_person 16 draws 80."""
+    import legato_pl.callbacks.stop_when_forgotten as stop
+
+    monkeypatch.setattr(stop, "fit_people", lambda trainer, module: ([3, 5, 7, 9, 11], [0, 1]))
+    shared = StopWhenForgotten(num_samples=32)._check_labels(None, None)
+    each = StopWhenForgotten(num_samples=32, min_samples_per_person=16)._check_labels(None, None)
+    assert len(shared) == 32 and torch.bincount(shared).max() == 7
+    assert len(each) == 80 and set(torch.bincount(each)[[3, 5, 7, 9, 11]].tolist()) == {16}
+    monkeypatch.setattr(stop, "fit_people", lambda trainer, module: ([3], [0, 1]))
+    assert len(StopWhenForgotten(num_samples=32, min_samples_per_person=16)._check_labels(None, None)) == 32  # one person

@@ -19,7 +19,8 @@ from legato_pl.sampling import sample
 class StopWhenForgotten(Callback):
     """Stop the fit once the forget people are forgotten to a stated threshold, and keep the best state.
 
-    Every ``every_n_steps`` training steps, ``num_samples`` samples of the forget people are drawn at the
+    Every ``every_n_steps`` training steps, ``num_samples`` samples of the forget people (cycled over them; at least
+    ``min_samples_per_person`` each when set, so a check of many people is not thinner per person) are drawn at the
     method's strength from fixed seeds (their base-model versions, same seeds, are drawn once) and scored by
     the identity judge against the held-out real photos:
 
@@ -63,9 +64,13 @@ class StopWhenForgotten(Callback):
         num_retain_samples: int = 40,
         min_face_rate: float | None = None,
         rank_by: Literal["moved", "face_rate"] = "moved",
+        min_samples_per_person: int = 0,
     ):
         if every_n_steps < 1 or num_samples < 1 or num_inference_steps < 1:
             raise LegatoInputError("StopWhenForgotten: every_n_steps, num_samples and num_inference_steps must be >= 1")
+        if min_samples_per_person < 0:
+            raise LegatoInputError(f"StopWhenForgotten: min_samples_per_person must be >= 0, got {min_samples_per_person}")
+        self.min_samples_per_person = min_samples_per_person
         if not 0.0 <= max_accuracy <= 1.0 or not 0.0 <= min_moved <= 1.0:
             raise LegatoInputError("StopWhenForgotten: max_accuracy and min_moved must be in [0, 1]")
         if max_retain_drift is not None and (max_retain_drift < 0 or num_retain_samples < 1):
@@ -99,9 +104,11 @@ class StopWhenForgotten(Callback):
                       seeds=list(range(self.seed, self.seed + len(self._labels))))
 
     def _check_labels(self, trainer: Trainer, module: LightningModule) -> torch.Tensor:
-        """The forget people cycled to ``num_samples`` rows, then (when judged) the others to ``num_retain_samples``."""
+        """The forget people cycled to ``num_samples`` rows (at least ``min_samples_per_person`` each), then (when
+        judged) the others to ``num_retain_samples``."""
         forget, retain = fit_people(trainer, module)
-        labels = [torch.tensor(forget).repeat(self.num_samples // len(forget) + 1)[: self.num_samples]]
+        n = max(self.num_samples, self.min_samples_per_person * len(forget))
+        labels = [torch.tensor(forget).repeat(n // len(forget) + 1)[:n]]
         if self.max_retain_drift is not None:
             if not retain:
                 raise LegatoInputError("StopWhenForgotten: max_retain_drift needs people to retain")
