@@ -160,7 +160,7 @@ class Judge:
     def sampling_step_ratio(self, artifact: Path, repeats: int = 7) -> float:
         """Seconds of one guided denoising step of 8 samples through the base + ``artifact`` over the base's: the
         median of paired ratios, the two models timed alternately so the shared machine's load drifts out."""
-        base = load_base_model(self.base_dir).unet.eval()
+        base = self.base.unet.eval()
         deployed = load_base_model(self.base_dir).unet.eval()
         load_method(deployed, artifact)
         labels = torch.zeros(8, dtype=torch.long)
@@ -232,17 +232,12 @@ def main(argv: list[str] | None = None) -> dict:
             fit = cached_fit(a, json.dumps(people[:k]), run, extra)
             record(["one_fit", method], k, scored(judge, run, run / "weights", people[:k], cost(fit, run)))
 
-    if a.stacked:
-        for k, run, fit in stack_requests(a, work / "stacked", people[:max(a.stacked)]):
-            if k in a.stacked:
-                record(["stacked"], k, scored(judge, run, run / "weights", people[:k], {
-                    **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
-                    "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
-
-    if a.warm:
-        for k, run, fit in warm_requests(a, work / "warm", people[:max(a.warm)]):
-            if k in a.warm:
-                record(["warm"], k, scored(judge, run, run / "weights", people[:k], {
+    for section, requests, sizes in (("stacked", stack_requests, a.stacked), ("warm", warm_requests, a.warm)):
+        if not sizes:
+            continue
+        for k, run, fit in requests(a, work / section, people[:max(sizes)]):
+            if k in sizes:  # the deployed model after k requests, scored and timed
+                record([section], k, scored(judge, run, run / "weights", people[:k], {
                     **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
                     "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
 
@@ -338,15 +333,15 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
 
     md += ["## One fit for k people", ""]
     md += markdown_table(header, [row(m, k, r) for m, ks in out["one_fit"].items() for k, r in ks.items()])
-    md += ["", "## k requests stacked (legato, one person each)", ""]
-    md += markdown_table([*header, "sampling step vs base"],
-                         [[*row("legato stack", k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
-                          for k, r in out["stacked"].items()])
-    md += ["", "## k requests warm-started (legato, one person each, `model.warm_start`)", "",
-           "Request k starts from request k-1's artifact and forgets the first k people: one artifact, whatever k.", ""]
-    md += markdown_table([*header, "sampling step vs base"],
-                         [[*row("legato warm", k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
-                          for k, r in out["warm"].items()])
+    for section, label, title in (
+        ("stacked", "legato stack", ["## k requests stacked (legato, one person each)"]),
+        ("warm", "legato warm", ["## k requests warm-started (legato, one person each, `model.warm_start`)", "",
+                                 "Request k starts from request k-1's artifact and forgets the first k people: one "
+                                 "artifact, whatever k."])):
+        md += ["", *title, ""]
+        md += markdown_table([*header, "sampling step vs base"],
+                             [[*row(label, k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
+                              for k, r in out[section].items()])
     if out["stack_cost"]:
         md += ["", "Sampling cost of a deployed stack of k requests against the base (one guided DDIM step of 8 samples, "
                "the median of 7 ratios, stack and base timed alternately; requests trained one step each: the compute does not "
