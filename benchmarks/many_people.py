@@ -3,6 +3,7 @@
     python benchmarks/many_people.py --base runs/lfw/base                # legato, lora, full_lr3e-5; k = 1 5 10 20
     python benchmarks/many_people.py --methods legato --ks 1 5 10 20 --stacked --t2i-ks  # legato only, no stack
     python benchmarks/many_people.py --update --ks --stacked --t2i-ks --warm 1 5 10  # add warm-started requests
+    python benchmarks/many_people.py --update --ks --stacked --t2i-ks --warm 1 5 10 --stop-per-person 16
 
 People: the base's people minus the dev people the configs were tuned on (George_W_Bush, Tony_Blair,
 Serena_Williams), drawn in a seeded order (``--seed``); the k erased are the first k of that order, so k = 1 is
@@ -18,7 +19,8 @@ artifact), with the cost of one sampling step against the base's. ``--stack-cost
 of 1..N requests trained one step each: what a deployed stack costs per sampling step, not how well it forgets.
 **Warm-started** (``warm``): one legato request per person, each continuing from the previous artifact with every
 person so far in ``forget`` (``model.warm_start``): the deployed model stays one request, scored and timed like the
-stack.
+stack. The config's stop checks 32 samples in all, about 6 per person at k = 5; ``--stop-per-person 16`` makes it
+check as many of each erased person as the score does (fits cached apart, rows labelled).
 **Text-to-image** (``t2i``): legato (``configs/legato_t2i_lfw.yaml``) erases the first k names from the text-to-image
 LFW base (``--t2i-base``, pretrained with ``configs/pretrain_t2i_lfw.yaml`` when missing) in one fit; samples from the
 name prompts of the config's templates.
@@ -64,6 +66,7 @@ from harness import (
     markdown_table,
     run_cli,
     with_interval,
+    with_stop,
     without_invalid_intervals,
 )
 
@@ -84,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", type=int, nargs="*", default=[],
                    help="request counts scored when each request warm-starts from the last (one artifact, all so far; "
                         "none by default, so the commands of earlier rows make what they made)")
+    p.add_argument("--stop-per-person", type=int, default=0, metavar="N",
+                   help="legato fits keeping the config's stop (one fit's legato, stacked and warm requests) check at "
+                        "least N samples of each erased person (StopWhenForgotten.min_samples_per_person; 0: the "
+                        "config's stop as it is); their runs are cached apart")
     p.add_argument("--stack-cost", type=int, default=0, metavar="N",
                    help="sampling cost of stacks of 1..N requests trained one step each (cost only: the adapters' "
                         "weights do not change the compute)")
@@ -181,10 +188,21 @@ def trainable(weights: Path) -> int:
     return sum(t.numel() for w in files for t in load_file(w).values())
 
 
-def cost(fit: dict, run: Path) -> dict:
+def cost(a: argparse.Namespace, fit: dict, run: Path) -> dict:
     return {"trainable_params": trainable(run / "weights"), "seconds_per_step": fit.get("seconds_per_step"),
             "peak_rss_mb": fit.get("peak_rss_mb"), "seconds_total": fit.get("wall_time_s"),
-            "steps_run": fit.get("steps_run")}
+            "steps_run": fit.get("steps_run"), **({"stop_per_person": a.stop_per_person} if a.stop_per_person else {})}
+
+
+def stop_overrides(a: argparse.Namespace) -> list[str]:
+    """The config's stop checking at least ``--stop-per-person`` samples of each erased person (none when 0; a
+    method's own callback overrides, the baselines' "no stop", come later and win)."""
+    return with_stop(a.unlearn_config, min_samples_per_person=a.stop_per_person) if a.stop_per_person else []
+
+
+def stop_tag(a: argparse.Namespace) -> str:
+    """Suffix of the cache directories of fits made with ``--stop-per-person`` (their configuration differs)."""
+    return f"_stop{a.stop_per_person}" if a.stop_per_person else ""
 
 
 def scored(judge: Judge, run: Path, artifact: Path, erased: list[str], extra: dict) -> dict:
@@ -226,19 +244,19 @@ def main(argv: list[str] | None = None) -> dict:
         people = draw_people(judge.names, max([*a.ks, *a.stacked, *a.warm, a.stack_cost, 1]), a.seed, a.exclude)
         out["people_order"] = people
     for method in a.methods:
-        extra = METHODS[method]  # legato: [], the config as it is (with its early stop)
+        extra = [*stop_overrides(a), *METHODS[method]]  # legato: the config as it is (with its early stop)
         for k in a.ks:
-            run = work / "one_fit" / method / f"k{k}"
+            run = work / "one_fit" / method / f"k{k}{stop_tag(a)}"
             fit = cached_fit(a, json.dumps(people[:k]), run, extra)
-            record(["one_fit", method], k, scored(judge, run, run / "weights", people[:k], cost(fit, run)))
+            record(["one_fit", method], k, scored(judge, run, run / "weights", people[:k], cost(a, fit, run)))
 
     for section, requests, sizes in (("stacked", stack_requests, a.stacked), ("warm", warm_requests, a.warm)):
         if not sizes:
             continue
-        for k, run, fit in requests(a, work / section, people[:max(sizes)]):
+        for k, run, fit in requests(a, work / f"{section}{stop_tag(a)}", people[:max(sizes)]):
             if k in sizes:  # the deployed model after k requests, scored and timed
                 record([section], k, scored(judge, run, run / "weights", people[:k], {
-                    **cost(fit, run), "request_seconds_total": fit.get("wall_time_s"),
+                    **cost(a, fit, run), "request_seconds_total": fit.get("wall_time_s"),
                     "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
 
     if a.stack_cost:  # the cost of a deployed stack of k requests, k = 1..N
@@ -254,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         for k in a.t2i_ks:
             run = work / "t2i" / f"k{k}"
             fit = cached_fit(t2i, json.dumps(t2i_people[:k]), run)
-            record(["t2i"], k, scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(fit, run)))
+            record(["t2i"], k, scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(t2i, fit, run)))
     return write_results(a, merged())
 
 
@@ -265,7 +283,7 @@ def stack_requests(a: argparse.Namespace, root: Path, people: list[str], extra: 
     for k, person in enumerate(people, 1):
         run = root / f"request{k}"
         on_top = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
-        yield k, run, cached_fit(a, json.dumps([person]), run, [*on_top, *extra])
+        yield k, run, cached_fit(a, json.dumps([person]), run, [*stop_overrides(a), *on_top, *extra])
         previous = [str(run / "weights")]  # the new artifact holds the earlier ones
 
 
@@ -275,7 +293,7 @@ def warm_requests(a: argparse.Namespace, root: Path, people: list[str]):
     for k in range(1, len(people) + 1):
         run = root / f"request{k}"
         warm = ["--model.init_args.warm_start", str(root / f"request{k - 1}" / "weights")] if k > 1 else []
-        yield k, run, cached_fit(a, json.dumps(people[:k]), run, warm)
+        yield k, run, cached_fit(a, json.dumps(people[:k]), run, [*stop_overrides(a), *warm])
 
 
 def kept_rows(a: argparse.Namespace, out: dict) -> dict:
@@ -304,7 +322,7 @@ def text_to_image_args(a: argparse.Namespace) -> argparse.Namespace:
         run_cli(a.t2i_pretrain_config, ["--model.init_args.output_dir", a.t2i_base, "--data.init_args.root", a.root,
                                         *shlex.split(a.t2i_pretrain_args)])
     return argparse.Namespace(**{**vars(a), "base": a.t2i_base, "unlearn_config": a.t2i_unlearn_config,
-                                 "unlearn_args": a.t2i_unlearn_args})
+                                 "unlearn_args": a.t2i_unlearn_args, "stop_per_person": 0})
 
 
 def write_results(a: argparse.Namespace, out: dict) -> dict:
@@ -327,6 +345,8 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
 
     def row(label: str, k, r: dict) -> list:
         kept = f"{with_interval(r, 'acc_kept')} ({r['acc_kept_before']:.3f})"
+        if r.get("stop_per_person"):
+            label += f" (stop: {r['stop_per_person']} per person)"
         return [label, k, with_interval(r, "acc_erased"), kept, with_interval(r, "FD_pre"),
                 with_interval(r, "face_rate_erased"), f"{r['moved_erased']:.2f}", f"{r['trainable_params']:,}",
                 r.get("steps_run"), r.get("seconds_per_step"), r.get("peak_rss_mb"), r.get("seconds_total")]
