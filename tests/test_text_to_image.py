@@ -112,10 +112,6 @@ def test_one_fit_erases_several_names_from_a_text_to_image_base(t2i_dir, tmp_pat
 def test_text_to_image_bad_input(t2i_dir, tmp_path):
     with pytest.raises(ValueError, match="exactly one"):
         UnlearningModule(str(t2i_dir), method=tiny(), prompt_templates=["a photo"])
-    with pytest.raises(LegatoInputError, match="'untrained' is defined for class-conditional bases"):
-        UnlearningModule(str(t2i_dir), method=tiny(), forget_target="untrained")
-    with pytest.raises(LegatoInputError, match="'untrained' is defined for class-conditional bases"):
-        UnlearningModule(str(t2i_dir), method=tiny(), w_untrained_path=1.0)
     with pytest.raises(ValueError, match="template list is empty"):
         load_base_model(t2i_dir, prompt_templates=[]).text  # noqa: B018  (an explicit empty list is an error)
     broken = tmp_path / "broken"
@@ -452,3 +448,25 @@ def test_a_name_that_tokenizes_to_nothing_is_refused(t2i_dir):
     with pytest.raises(ValueError, match="tokenizes to nothing"):
         base.use_identities(["Jane Doe", " _ "], "the data")
     base.use_identities(["Jane Doe"], "the data")
+
+
+def test_untrained_condition_of_a_text_model_names_a_made_up_person(t2i_dir):
+    """A text model's fresh condition is a prompt naming a seeded made-up person (the same per label, another per
+    label, never a name it knows); the untrained target and path train on it like the class rows."""
+    from legato_pl.conditioning.text import display_name, stranger_name
+
+    from test_unlearning import _bound
+
+    module = _bound(UnlearningModule(str(t2i_dir), method=tiny(), forget_target="negative", w_untrained_path=1.0,
+                                     untrained_path_samples=2))
+    cond = module.conditioning
+    names = [stranger_name(i) for i in range(40)]
+    assert len(set(names)) == 40 and set(names).isdisjoint(map(display_name, cond.identities))
+    drawn = cond.untrained(module.unet, torch.tensor([1, 1, 2]))
+    assert drawn.shape == cond.encode(module.unet, torch.tensor([1, 2, 3])).shape
+    assert torch.equal(drawn[0], drawn[1]) and not torch.equal(drawn[0], drawn[2])
+    assert torch.equal(drawn[0], cond.encode_prompts([cond.templates[0].format(stranger_name(1))])[0])
+    terms = module.compute_losses(_batch(), noise_step=7)
+    assert terms["untrained_path"] > 0 and module.untrained_bank().shape[:2] == (len(module.forget_classes), 2)
+    target = UnlearningModule(str(t2i_dir), method=tiny(), forget_target="untrained", w_adjacency=0.0)
+    assert _bound(target).compute_losses(_batch(), noise_step=7)["forget"] > 0

@@ -56,8 +56,8 @@ class Conditioning(ABC):
 
     def untrained(self, unet: nn.Module, labels: Tensor) -> Tensor:
         """Conditions for ``labels`` as a model never trained on them would hold them (the ``untrained`` forget
-        target: what a model retrained without the person does with their condition)."""
-        raise LegatoInputError(f"forget_target 'untrained' is defined for class-conditional bases, not for a "
+        target and path: what a model retrained without the person does with their condition)."""
+        raise LegatoInputError(f"forget_target 'untrained' and w_untrained_path are not defined for a "
                                f"{type(self).__name__}")
 
     @abstractmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 from torch import Tensor, nn
 
@@ -11,11 +13,23 @@ from legato_pl.errors import LegatoInputError
 DEFAULT_TEMPLATES = ("a photo of {}", "a portrait of {}", "{} smiling", "a close-up photo of {}", "{}, headshot")
 SOFT_TOKEN = "<*>"  # in :meth:`TextConditioning.soft_states`: one learnable input embedding
 STRANGER = "Halvard Quennell"  # a name no base was trained on (the relearning reference)
+SYLLABLES = ("hal", "vard", "quen", "nell", "dor", "mis", "ren", "tov", "bel", "kas", "lun", "fer", "gil", "ost",
+             "rud", "wic", "sel", "ambr", "oth", "ive")
 
 
 def display_name(identity: str) -> str:
     """Folder names to prompt text: ``George_W_Bush`` -> ``George W Bush``."""
     return identity.replace("_", " ")
+
+
+def stranger_name(seed: int) -> str:
+    """A made-up two-part name drawn from ``seed`` (``Halvard Quennell``-like): a person no model was trained on."""
+    rng = random.Random(seed)
+
+    def part(n: int) -> str:
+        return "".join(rng.choice(SYLLABLES) for _ in range(n)).capitalize()
+
+    return f"{part(2)} {part(3)}"
 
 
 def soft_encode(tokenizer, text_encoder: nn.Module, text: str, vectors: Tensor, **kwargs):
@@ -123,6 +137,12 @@ class TextConditioning(Conditioning):
 
     def anchor(self, unet: nn.Module, n: int) -> Tensor:
         return self.for_unet(unet, self.encode_prompts([self.anchor_prompt])).expand(n, -1, -1)
+
+    def untrained(self, unet: nn.Module, labels: Tensor) -> Tensor:
+        """The first template naming a made-up person per label (seeded by it): a model retrained without the person
+        knows their name no better than such a name, and a text-to-image model draws a stranger for it."""
+        prompts = [self.templates[0].format(stranger_name(int(y))) for y in labels.tolist()]
+        return self.for_unet(unet, self.encode_prompts(prompts))
 
     def predict(self, unet: nn.Module, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         return unet(x, t, encoder_hidden_states=cond).sample

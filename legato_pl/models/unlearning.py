@@ -53,8 +53,8 @@ class UnlearningModule(pl.LightningModule):
         forget_target: ``anchor`` (match the anchor condition: the null class, or ``anchor_prompt`` for a text
             model), ``other`` (match another person's condition: a batch's retain person, so a different one each
             step), ``negative`` (extrapolate away from the person, weight ``eta``) or ``untrained`` (match the base
-            under a seeded fresh condition per person, as a model retrained without them holds their condition;
-            class-conditional bases).
+            under a seeded fresh condition per person, as a model retrained without them holds their condition:
+            a fresh class row, or for a text model a prompt naming a made-up person).
         w_forget, w_retain, w_trajectory, w_adjacency: weights of the objective terms.
         w_stranger: weight of the stranger term: another person's noised photo under the forgotten person's
             condition is denoised as the teacher denoises it under that person's own condition, so the condition
@@ -69,11 +69,11 @@ class UnlearningModule(pl.LightningModule):
         w_adversarial_retain: weight of the adversarial term's guard: another person's noised photo under the
             inverted condition is denoised as the teacher denoises it under that condition, so the push away from
             the person under it does not move whoever else that condition draws. Only with ``w_adversarial``.
-        w_untrained_path: weight of the untrained-path term (class-conditional bases): the base draws
-            ``untrained_path_samples`` strangers per forgotten person from a seeded fresh class row (the ``untrained``
-            target's row) once, and noised they are denoised under the person's condition as the base denoises them
-            under that row, so the condition follows the row's own sampling path (what a model retrained without the
-            person draws) rather than only the person's photos. 0 turns it off.
+        w_untrained_path: weight of the untrained-path term: the base draws ``untrained_path_samples`` strangers per
+            forgotten person from the ``untrained`` target's seeded fresh condition (a class row, or a made-up name
+            for a text model: Concept-Ablation style) once, and noised they are denoised under the person's
+            condition as the base denoises them under the fresh one, so the person's condition follows its sampling
+            path (what a model retrained without the person draws), not only the person's photos. 0 turns it off.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
