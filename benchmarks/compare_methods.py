@@ -107,7 +107,9 @@ METHODS = {
     # 0.14-0.91 of a person's samples, by how well the base knew them)
     "legato_faces": with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
     # the fresh row's path with the faces stop: on Tony_Blair the path variant's stop kept step 75 (the most moved
-    # samples, faces 0.62) over step 300's faces 0.91 at a third of the drift; ranked by faces it keeps the latter
+    # samples, faces 0.62) over step 300's faces 0.91 at a third of the drift; ranked by faces it keeps the latter.
+    # Faces 0.97 on Tony, 0.92 on George: the default since session 25 (on today's config it changes nothing; its
+    # results name --unlearn-config benchmarks/configs/legato_lfw_stranger.yaml, the config they ran on)
     "legato_path_faces": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
                           "--model.init_args.w_untrained_path", "1.0"],
     # today's objective without the stop, one adapter choice changed: under it LoRA drew George's samples as faces
