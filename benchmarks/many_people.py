@@ -188,21 +188,24 @@ def trainable(weights: Path) -> int:
     return sum(t.numel() for w in files for t in load_file(w).values())
 
 
-def cost(a: argparse.Namespace, fit: dict, run: Path) -> dict:
+def cost(fit: dict, run: Path, stop_per_person: int = 0) -> dict:
     return {"trainable_params": trainable(run / "weights"), "seconds_per_step": fit.get("seconds_per_step"),
             "peak_rss_mb": fit.get("peak_rss_mb"), "seconds_total": fit.get("wall_time_s"),
-            "steps_run": fit.get("steps_run"), **({"stop_per_person": a.stop_per_person} if a.stop_per_person else {})}
+            "steps_run": fit.get("steps_run"), **({"stop_per_person": stop_per_person} if stop_per_person else {})}
 
 
-def stop_overrides(a: argparse.Namespace) -> list[str]:
-    """The config's stop checking at least ``--stop-per-person`` samples of each erased person (none when 0; a
-    method's own callback overrides, the baselines' "no stop", come later and win)."""
-    return with_stop(a.unlearn_config, min_samples_per_person=a.stop_per_person) if a.stop_per_person else []
+def stop_overrides(a: argparse.Namespace, extra: list[str] = ()) -> tuple[list[str], int]:
+    """``extra`` after the config's stop checking at least ``--stop-per-person`` samples of each erased person, and
+    that number; ``extra`` as it is and 0 when the flag is 0 or ``extra`` sets its own callbacks (the baselines' "no
+    stop", a variant's stop)."""
+    if not a.stop_per_person or "--trainer.callbacks" in extra:
+        return list(extra), 0
+    return [*with_stop(a.unlearn_config, min_samples_per_person=a.stop_per_person), *extra], a.stop_per_person
 
 
-def stop_tag(a: argparse.Namespace) -> str:
+def stop_tag(stop_per_person: int) -> str:
     """Suffix of the cache directories of fits made with ``--stop-per-person`` (their configuration differs)."""
-    return f"_stop{a.stop_per_person}" if a.stop_per_person else ""
+    return f"_stop{stop_per_person}" if stop_per_person else ""
 
 
 def scored(judge: Judge, run: Path, artifact: Path, erased: list[str], extra: dict) -> dict:
@@ -244,19 +247,19 @@ def main(argv: list[str] | None = None) -> dict:
         people = draw_people(judge.names, max([*a.ks, *a.stacked, *a.warm, a.stack_cost, 1]), a.seed, a.exclude)
         out["people_order"] = people
     for method in a.methods:
-        extra = [*stop_overrides(a), *METHODS[method]]  # legato: the config as it is (with its early stop)
+        extra, per_person = stop_overrides(a, METHODS[method])  # legato: the config as it is (its early stop)
         for k in a.ks:
-            run = work / "one_fit" / method / f"k{k}{stop_tag(a)}"
+            run = work / "one_fit" / method / f"k{k}{stop_tag(per_person)}"
             fit = cached_fit(a, json.dumps(people[:k]), run, extra)
-            record(["one_fit", method], k, scored(judge, run, run / "weights", people[:k], cost(a, fit, run)))
+            record(["one_fit", method], k, scored(judge, run, run / "weights", people[:k], cost(fit, run, per_person)))
 
     for section, requests, sizes in (("stacked", stack_requests, a.stacked), ("warm", warm_requests, a.warm)):
         if not sizes:
             continue
-        for k, run, fit in requests(a, work / f"{section}{stop_tag(a)}", people[:max(sizes)]):
+        for k, run, fit in requests(a, work / f"{section}{stop_tag(a.stop_per_person)}", people[:max(sizes)]):
             if k in sizes:  # the deployed model after k requests, scored and timed
                 record([section], k, scored(judge, run, run / "weights", people[:k], {
-                    **cost(a, fit, run), "request_seconds_total": fit.get("wall_time_s"),
+                    **cost(fit, run, a.stop_per_person), "request_seconds_total": fit.get("wall_time_s"),
                     "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
 
     if a.stack_cost:  # the cost of a deployed stack of k requests, k = 1..N
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         for k in a.t2i_ks:
             run = work / "t2i" / f"k{k}"
             fit = cached_fit(t2i, json.dumps(t2i_people[:k]), run)
-            record(["t2i"], k, scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(t2i, fit, run)))
+            record(["t2i"], k, scored(t2i_judge, run, run / "weights", t2i_people[:k], cost(fit, run)))
     return write_results(a, merged())
 
 
@@ -283,7 +286,7 @@ def stack_requests(a: argparse.Namespace, root: Path, people: list[str], extra: 
     for k, person in enumerate(people, 1):
         run = root / f"request{k}"
         on_top = ["--model.init_args.previous_adapters", json.dumps(previous)] if previous else []
-        yield k, run, cached_fit(a, json.dumps([person]), run, [*stop_overrides(a), *on_top, *extra])
+        yield k, run, cached_fit(a, json.dumps([person]), run, stop_overrides(a, [*on_top, *extra])[0])
         previous = [str(run / "weights")]  # the new artifact holds the earlier ones
 
 
@@ -293,7 +296,7 @@ def warm_requests(a: argparse.Namespace, root: Path, people: list[str]):
     for k in range(1, len(people) + 1):
         run = root / f"request{k}"
         warm = ["--model.init_args.warm_start", str(root / f"request{k - 1}" / "weights")] if k > 1 else []
-        yield k, run, cached_fit(a, json.dumps(people[:k]), run, [*stop_overrides(a), *warm])
+        yield k, run, cached_fit(a, json.dumps(people[:k]), run, stop_overrides(a, warm)[0])
 
 
 def kept_rows(a: argparse.Namespace, out: dict) -> dict:
@@ -322,7 +325,7 @@ def text_to_image_args(a: argparse.Namespace) -> argparse.Namespace:
         run_cli(a.t2i_pretrain_config, ["--model.init_args.output_dir", a.t2i_base, "--data.init_args.root", a.root,
                                         *shlex.split(a.t2i_pretrain_args)])
     return argparse.Namespace(**{**vars(a), "base": a.t2i_base, "unlearn_config": a.t2i_unlearn_config,
-                                 "unlearn_args": a.t2i_unlearn_args, "stop_per_person": 0})
+                                 "unlearn_args": a.t2i_unlearn_args})
 
 
 def write_results(a: argparse.Namespace, out: dict) -> dict:

@@ -435,18 +435,17 @@ def test_with_stop_changes_only_the_named_arguments_of_the_configs_stop():
 
 
 def test_many_people_stop_per_person_reaches_legato_fits_but_not_the_baselines():
-    """--stop-per-person N gives the config's stop min_samples_per_person N in the fits that keep it, leaves a
-    baseline's "no stop" last (it wins), and caches those fits apart; 0 changes nothing."""
+    """--stop-per-person N gives the config's stop min_samples_per_person N in the fits that keep it, leaves a method
+    that sets its own callbacks (a baseline's "no stop", a variant's stop) as it is, and caches those fits apart;
+    0 changes nothing."""
     from compare_methods import METHODS
     from many_people import build_parser, stop_overrides, stop_tag
 
     a = build_parser().parse_args(["--stop-per-person", "16"])
-    flag, value = stop_overrides(a)
+    (flag, value, *rest), n = stop_overrides(a, ["--x", "1"])
     (stop,) = json.loads(value)
-    assert flag == "--trainer.callbacks" and stop["init_args"]["min_samples_per_person"] == 16
-    lora = [*stop_overrides(a), *METHODS["lora"]]
-    last = max(i for i, arg in enumerate(lora) if arg == "--trainer.callbacks")
-    assert lora[last + 1] == "[]"  # the last value of an option wins: lora runs without a stop
-    assert stop_tag(a) == "_stop16"
-    default = build_parser().parse_args([])
-    assert stop_overrides(default) == [] and stop_tag(default) == ""
+    assert flag == "--trainer.callbacks" and stop["init_args"]["min_samples_per_person"] == 16 and n == 16
+    assert rest == ["--x", "1"] and stop_tag(n) == "_stop16"
+    for own in ("lora", "legato_faces"):
+        assert stop_overrides(a, METHODS[own]) == (METHODS[own], 0)
+    assert stop_overrides(build_parser().parse_args([]), ["--x", "1"]) == (["--x", "1"], 0) and stop_tag(0) == ""
