@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
 
     if a.stack_cost:  # the cost of a deployed stack of k requests, k = 1..N
-        for k, run, _ in stack_requests(a, work / f"stack_cost{stop_tag(a.stop_per_person)}", people[:a.stack_cost], ["--trainer.max_steps", "1"]):
+        root = work / f"stack_cost{stop_tag(a.stop_per_person)}"
+        for k, run, _ in stack_requests(a, root, people[:a.stack_cost], ["--trainer.max_steps", "1"]):
             record(["stack_cost"], k, {"people": people[:k], "commit": git_commit(),
                                        "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")})
 
