@@ -363,6 +363,34 @@ def test_adversarial_guard_keeps_other_people_under_the_inverted_condition(tiny_
     assert at_init.compute_losses(batch, noise_step=7)["adversarial_retain"] == 0
 
 
+def test_adversarial_path_sends_the_inverted_condition_along_a_strangers_path(tiny_base_dir):
+    """w_adversarial_path alone runs the inner attack and adds one term (the fresh row's stranger under the inverted
+    condition, student against the teacher under the fresh row) without the adversarial forget term; the other
+    terms are the same numbers with it; 0 when the inverted condition is the fresh row and the adapters are the
+    identity; only the adapters get gradients."""
+    batch = _batch()
+    terms = {}
+    for w in (0.0, 1.0):
+        module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative",
+                                         w_adversarial_path=w, untrained_path_samples=3))
+        randomize_(module.adapters, scale=0.2)
+        terms[w] = module.compute_losses(batch, noise_step=7)
+    assert set(terms[1.0]) == {*terms[0.0], "adversarial_path"} and terms[1.0]["adversarial_path"] > 0
+    for name in ("forget", "retain", "adjacency"):
+        torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
+    assert module.adversary.input_0.shape == module.unet.class_embedding.weight[1].shape
+    module.total_loss(terms[1.0]).backward()
+    assert all(p.grad is None for p in module.unet.parameters()) and module.adversary.input_0.grad is None
+    assert all(p.grad is not None for p in module.adapters.parameters())
+    # the attack's input held at the fresh row, adapters the identity: the student under it is the teacher there
+    module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), w_adversarial_path=1.0,
+                                     untrained_path_samples=3, adversarial_steps=0))
+    fresh = module.conditioning.untrained(module.unet, module.forget_classes)
+    module.adversary.input_0.copy_(fresh[0])
+    assert module.compute_losses(batch, noise_step=7)["adversarial_path"].item() == 0
+    UnlearningModule(str(tiny_base_dir), method=tiny(), w_adversarial_path=1.0, w_adversarial_retain=5.0)  # guarded
+
+
 def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):
     """The inner attack lowers the student's denoising loss of the person's photos under its condition, as the
     audit's inversion does; the model's parameters get no gradient from it."""
@@ -381,7 +409,8 @@ def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):
 @pytest.mark.parametrize("kwargs, message", [({"w_adversarial": -1.0}, "w_adversarial must be >= 0"),
                                              ({"adversarial_lr": 0.0}, "adversarial_lr must be > 0"),
                                              ({"adversarial_steps": -1}, "adversarial_steps must be >= 0"),
-                                             ({"w_adversarial_retain": 1.0}, "set w_adversarial > 0 too")])
+                                             ({"w_adversarial_path": -1.0}, "w_adversarial_path must be >= 0"),
+                                             ({"w_adversarial_retain": 1.0}, "guards an adversarial term")])
 def test_bad_adversarial_settings_are_refused(tiny_base_dir, kwargs, message):
     from legato_pl.errors import LegatoInputError
 

@@ -68,12 +68,16 @@ class UnlearningModule(pl.LightningModule):
             input. 0 turns it off. Measured on LFW (docs/results.md): unguarded it disturbs the other people; not a default.
         w_adversarial_retain: weight of the adversarial term's guard: another person's noised photo under the
             inverted condition is denoised as the teacher denoises it under that condition, so the push away from
-            the person under it does not move whoever else that condition draws. Only with ``w_adversarial``.
+            the person under it does not move whoever else that condition draws. Only with an adversarial term.
         w_untrained_path: weight of the untrained-path term: the base draws ``untrained_path_samples`` strangers per
             forgotten person from the ``untrained`` target's seeded fresh condition (a class row, or a made-up name
             for a text model: Concept-Ablation style) once, and noised they are denoised under the person's
             condition as the base denoises them under the fresh one, so the person's condition follows its sampling
             path (what a model retrained without the person draws), not only the person's photos. 0 turns it off.
+        w_adversarial_path: weight of the adversarial path term: under the condition the inner attack inverts (as for
+            ``w_adversarial``), the fresh row's strangers (the untrained-path bank) are denoised as the base denoises
+            them under the fresh row, so an input that still draws the person is sent along a stranger's sampling
+            path rather than pushed away from the person's photos (which carry them under any condition). 0 turns it off.
         adjacency_alpha_max: adjacency embeddings are ``e_f + alpha * unit(e_r - e_f)``, ``alpha ~ U(0, max)``.
         lr: AdamW learning rate of the method's trainable parameters.
         output_dir: where the method's artifact is written at the end of fit (default ``<log_dir>/adapters``).
@@ -105,6 +109,7 @@ class UnlearningModule(pl.LightningModule):
         w_adversarial: float = 0.0,
         w_adversarial_retain: float = 0.0,
         w_untrained_path: float = 0.0,
+        w_adversarial_path: float = 0.0,
         untrained_path_samples: int = 16,
         adversarial_steps: int = 2,
         adversarial_lr: float = 1e-2,
@@ -123,11 +128,13 @@ class UnlearningModule(pl.LightningModule):
         if forget_target not in FORGET_TARGETS:
             raise LegatoInputError(f"forget_target must be one of {FORGET_TARGETS}, got {forget_target!r}")
         for name in ("w_forget", "w_retain", "w_trajectory", "w_adjacency", "w_stranger", "w_adversarial",
-                     "w_adversarial_retain", "w_untrained_path", "adjacency_alpha_max", "adversarial_steps"):
+                     "w_adversarial_retain", "w_untrained_path", "w_adversarial_path", "adjacency_alpha_max",
+                     "adversarial_steps"):
             if getattr(self.hparams, name) < 0:
                 raise LegatoInputError(f"{name} must be >= 0, got {getattr(self.hparams, name)}")
-        if w_adversarial_retain > 0 and w_adversarial == 0:
-            raise LegatoInputError("w_adversarial_retain guards the adversarial term: set w_adversarial > 0 too")
+        if w_adversarial_retain > 0 and w_adversarial == w_adversarial_path == 0:
+            raise LegatoInputError("w_adversarial_retain guards an adversarial term: set w_adversarial or "
+                                   "w_adversarial_path > 0 too")
         if warm_start and previous_adapters:
             raise LegatoInputError("warm_start replaces an earlier request, previous_adapters stacks on them: give one")
         if adversarial_lr <= 0:
@@ -148,9 +155,11 @@ class UnlearningModule(pl.LightningModule):
         self.identities = base.identities
         self.null_class = base.null_class
         self.conditioning = base.conditioning
-        if forget_target == "untrained" or w_untrained_path > 0:  # refused here when the base has no fresh row
+        self._uses_bank = w_untrained_path > 0 or w_adversarial_path > 0  # the fresh row's strangers
+        self._attacks = w_adversarial > 0 or w_adversarial_path > 0  # an inner attack inverts conditions
+        if forget_target == "untrained" or self._uses_bank:  # refused here when the base has no fresh row
             self.conditioning.untrained(self.unet, torch.zeros(1, dtype=torch.long))
-        if w_untrained_path > 0 and untrained_path_samples < 1:
+        if self._uses_bank and untrained_path_samples < 1:
             raise LegatoInputError(f"untrained_path_samples must be >= 1, got {untrained_path_samples}")
         self._untrained_bank: Tensor | None = None
         # earlier requests first: their hooks run before the new adapters' on every stage
@@ -224,7 +233,7 @@ class UnlearningModule(pl.LightningModule):
         forgotten = [index[n] for n in getattr(dm, "forget", [])]
         self.register_buffer("forget_classes", torch.tensor(forgotten, dtype=torch.long, device=self.device),
                              persistent=False)
-        if self.hparams.w_adversarial > 0 and getattr(self, "adversary", None) is None:
+        if self._attacks and getattr(self, "adversary", None) is None:
             self.adversary = ConditionAdversary([cond.soft_init(self.unet, f) for f in forgotten],
                                                 self.hparams.adversarial_steps, self.hparams.adversarial_lr).to(self.device)
         trainable = sum(p.numel() for p in self.method.trainable_parameters())
@@ -278,7 +287,8 @@ class UnlearningModule(pl.LightningModule):
             return e_f, e_r, cond.null(unet, n), cond.anchor(unet, n), adjacent_embeddings(e_f, e_r[partner_index], alpha)
 
         use_adj, use_stranger = h.w_adjacency > 0, h.w_stranger > 0
-        use_adv, guard_adv, use_path = h.w_adversarial > 0, h.w_adversarial_retain > 0, h.w_untrained_path > 0
+        use_adv, guard_adv, use_path = self._attacks, h.w_adversarial_retain > 0, self._uses_bank
+        adv_forget, adv_path = h.w_adversarial > 0, h.w_adversarial_path > 0
         negative = h.forget_target == "negative"
         with torch.no_grad(), self.method.teacher() as teacher_unet:
             e_f, e_r, e_null, e_anchor, e_adj = conditions(teacher_unet)
@@ -310,9 +320,12 @@ class UnlearningModule(pl.LightningModule):
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
         with torch.no_grad(), self.method.teacher() as teacher_unet:
             if use_adv:
-                e_adv, t_adv = self.adversary.conditions(teacher_unet, cond, rows).to(dtype), len(t_x)
-                t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adv]
+                e_adv = self.adversary.conditions(teacher_unet, cond, rows).to(dtype)
+                if adv_forget:
+                    t_adv = len(t_x)
+                    t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adv]
                 if guard_adv:  # another person's photo under the inverted condition, as the base denoises it
+                    t_guard = len(t_x)
                     t_x, t_t, t_e = t_x + [xr[partner_index]], t_t + [tr[partner_index]], t_e + [e_adv]
             if use_path:
                 t_path = len(t_x)
@@ -323,7 +336,7 @@ class UnlearningModule(pl.LightningModule):
         eps_anchor_f, eps_r_c, eps_r_null = teacher[:3]
         eps_f_c = teacher[3] if negative else None
         eps_adj_c = teacher[4] if negative and use_adj else None
-        eps_adv_c = teacher[t_adv] if use_adv else None
+        eps_adv_c = teacher[t_adv] if adv_forget else None
 
         # student: adapters on, one forward
         s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
@@ -331,12 +344,16 @@ class UnlearningModule(pl.LightningModule):
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adj]
         if use_stranger:  # another person's photo under the forgotten condition
             s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_f]
-        if use_adv:  # the person's photo under the condition that still draws them
+        if adv_forget:  # the person's photo under the condition that still draws them
             s_adv_at = len(s_x)
             s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adv]
-            if guard_adv:
-                s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_adv]
-        if use_path:  # the fresh row's stranger under the person's condition
+        if guard_adv:
+            s_guard = len(s_x)
+            s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_adv]
+        if adv_path:  # the fresh row's stranger under that condition
+            s_adv_path = len(s_x)
+            s_x, s_t, s_e = s_x + [xp], s_t + [tp], s_e + [s_adv]
+        if h.w_untrained_path > 0:  # the fresh row's stranger under the person's condition
             s_path = len(s_x)
             s_x, s_t, s_e = s_x + [xp], s_t + [tp], s_e + [s_f]
         student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).float().split(
@@ -351,12 +368,14 @@ class UnlearningModule(pl.LightningModule):
             losses["adjacency"] = preservation(student[3], forget_target(eps_anchor_f, eps_adj_c, h.forget_target, h.eta))
         if use_stranger:  # ... is denoised as the teacher denoises it under that person's own condition
             losses["stranger"] = preservation(student[4 if use_adj else 3], eps_r_c[partner_index])
-        if use_adv:  # ... gets the forget target, as the name does
+        if adv_forget:  # ... gets the forget target, as the name does
             losses["adversarial"] = preservation(student[s_adv_at], forget_target(eps_anchor_f, eps_adv_c,
                                                                                    h.forget_target, h.eta))
-            if guard_adv:  # ... while another person's photo under it is denoised as the base does
-                losses["adversarial_retain"] = preservation(student[s_adv_at + 1], teacher[t_adv + 1])
-        if use_path:  # ... is denoised as the base denoises it under the fresh row
+        if guard_adv:  # ... while another person's photo under it is denoised as the base does
+            losses["adversarial_retain"] = preservation(student[s_guard], teacher[t_guard])
+        if adv_path:  # ... is denoised as the base denoises it under the fresh row
+            losses["adversarial_path"] = preservation(student[s_adv_path], teacher[t_path])
+        if h.w_untrained_path > 0:  # ... is denoised as the base denoises it under the fresh row
             losses["untrained_path"] = preservation(student[s_path], teacher[t_path])
         return losses
 
