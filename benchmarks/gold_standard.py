@@ -159,7 +159,11 @@ class Bench:
         work.mkdir(parents=True, exist_ok=True)
         out = torch.load(cache) if cache.is_file() else {}
         if out.get("measure_seed") != MEASURE_SEED:  # not measured yet, or from an older seed range
-            out = {**self.measure_person(person, model_dir, artifact), "measure_seed": MEASURE_SEED}
+            out = {**self.measure_person(person, model_dir, artifact), "measure_seed": MEASURE_SEED,
+                   "relearn_seeded": True}
+            save_atomic(out, cache)
+        if not out.get("relearn_seeded"):  # relearned from a LoRA the process's RNG state initialised: redone
+            out.update(self.relearn_steps(person, model_dir, artifact), relearn_seeded=True)
             save_atomic(out, cache)
         # measured before on other kept people, or with an FD interval made before its fix
         if out.get("kept_labels") != self.kept or misses_estimate(out, "FD_pre_ci"):

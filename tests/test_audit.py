@@ -67,6 +67,25 @@ def test_relearning_brings_back_a_person_that_was_removed(world):
     assert all(torch.equal(p, own[n]) for n, p in forgotten.named_parameters() if "lora_" not in n)
 
 
+def test_relearning_lora_starts_from_its_seed_not_the_process_rng(world):
+    """The attacker's fresh LoRA is the same for the same seed whatever ran before (a benchmark measuring several
+    models in one process gets the same relearning curve for a model as a process measuring it alone)."""
+    from legato_pl.audit.relearning import _trainable
+
+    base = world[0]
+    inits = []
+    for seed, noise in ((0, 1), (0, 2), (1, 1)):
+        unet = _copy(base.unet)
+        torch.manual_seed(noise)
+        torch.rand(7)  # whatever the process drew before
+        inits.append(torch.cat([p.detach().flatten() for p in _trainable(unet, torch.nn.Module(), "lora", 2, seed)]))
+        after = torch.rand(1)
+        torch.manual_seed(noise)
+        torch.rand(7)
+        assert torch.equal(after, torch.rand(1))  # and the process's RNG is left where it was
+    assert torch.equal(inits[0], inits[1]) and not torch.equal(inits[0], inits[2])
+
+
 def test_membership_inference_statistics():
     members, nonmembers = torch.tensor([3.0, 4.0, 5.0]), torch.tensor([0.0, 1.0, 2.0])
     assert auc(members, nonmembers) == 1.0 and auc(nonmembers, members) == 0.0

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,11 +217,18 @@ def test_gold_standard_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monk
     main([*args, "--people", "Colin_Powell", "--methods", "legato", "--fit-only"])  # fits, measures nothing
     fit = json.loads((tmp_path / "work" / "Colin_Powell" / "legato" / "fit.json").read_text())
     assert not (tmp_path / "results").exists() and not (tmp_path / "reference").exists()
-    main([*args, "--reference", str(tmp_path / "reference"), "--pretrain-args",
-          TINY_PRETRAIN + " --trainer.max_steps 3", "--people", "Colin_Powell", "--methods", "legato",
-          "--samples", "2", "--inversion-steps", "2", "--relearn-k", "1", "--relearn-steps", "2",
-          "--relearn-eval-every", "1", "--resamples", "20"])
+    measure = [*args, "--reference", str(tmp_path / "reference"), "--pretrain-args",
+               TINY_PRETRAIN + " --trainer.max_steps 3", "--people", "Colin_Powell", "--methods", "legato",
+               "--samples", "2", "--inversion-steps", "2", "--relearn-k", "1", "--relearn-steps", "2",
+               "--relearn-eval-every", "1", "--resamples", "20"]
+    main(measure)
     saved = json.loads((tmp_path / "results" / "gold_standard.json").read_text())
+    # a cache relearned before the attacker's LoRA was seeded is relearned again, to the same (seeded) curve
+    cache = tmp_path / "work" / "Colin_Powell" / "legato" / "measured" / "measure.pt"
+    old = torch.load(cache)
+    torch.save({**{k: v for k, v in old.items() if k != "relearn_seeded"}, "relearn_curves": {}}, cache)
+    main(measure)
+    assert torch.load(cache)["relearn_curves"] == old["relearn_curves"] and torch.load(cache)["relearn_seeded"]
     assert saved["reference"]["excluded"] == ["Colin_Powell"]
     assert json.loads((tmp_path / "reference" / "identities.json").read_text()) == json.loads(
         (tiny_lfw_base / "identities.json").read_text())  # the class stays; its photos were never seen

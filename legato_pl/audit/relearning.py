@@ -34,7 +34,9 @@ class RelearnResult:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, forget accuracy)
 
 
-def _trainable(unet: nn.Module, method: UnlearningMethod, params: Literal["method", "lora"], rank: int) -> list[nn.Parameter]:
+def _trainable(unet: nn.Module, method: UnlearningMethod, params: Literal["method", "lora"], rank: int,
+               seed: int = 0) -> list[nn.Parameter]:
+    """The parameters relearning trains; a fresh LoRA is initialised from ``seed``, not the process's RNG state."""
     if params == "method":
         chosen = method.trainable_parameters()
     else:
@@ -43,8 +45,10 @@ def _trainable(unet: nn.Module, method: UnlearningMethod, params: Literal["metho
 
         from legato_pl.methods.lora import LORA_TARGETS
 
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS), unet,
-                                adapter_name=RELEARN_LORA)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS), unet,
+                                    adapter_name=RELEARN_LORA)
         for layer in (m for m in unet.modules() if isinstance(m, LoraLayer)):
             layer.set_adapter(sorted({*layer.active_adapters, RELEARN_LORA}))  # keep any LoRA the method holds
         chosen = [p for n, p in unet.named_parameters() if f".{RELEARN_LORA}." in n or n.endswith(f".{RELEARN_LORA}")]
@@ -84,7 +88,7 @@ def relearn(
     conditioning = conditioning or class_conditioning(unet)
     sampling = {"guidance_scale": 3.0, "num_inference_steps": 25, **(sampling or {})}
     device = next(unet.parameters()).device
-    trainable = _trainable(unet, method, params, lora_rank)
+    trainable = _trainable(unet, method, params, lora_rank, seed)
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     eval_labels = torch.full((eval_samples,), forget_label)
     result = RelearnResult(None)
