@@ -3,8 +3,9 @@
 Per forgotten person, a condition input (a class-embedding vector, or token embeddings of a text model) is
 inverted against the *current* student: signed-gradient steps lower the plain diffusion loss of that person's
 noised photos under it, exactly as the audit's condition inversion does from the outside. The unlearning
-objective then also pushes the student away from the person under that condition, so erasure has to hold
-for the inputs that still draw the person, not only for the person's name.
+objective then also pushes the student away from the person under that condition (``w_adversarial``) or sends
+it along a stranger's sampling path (``w_adversarial_path``), so erasure has to hold for the inputs that still
+draw the person, not only for the person's name.
 """
 
 from __future__ import annotations
