@@ -116,20 +116,27 @@ def test_untrained_target_is_the_teacher_under_a_fresh_row_per_person(tiny_base_
     assert module.compute_losses(batch, noise_step=3)["forget"].item() == 0 < fresh
 
 
+def _one_term_on_and_off(tiny_base_dir, term: str, batch: dict) -> tuple[UnlearningModule, dict]:
+    """Losses with ``w_<term>`` 0 and 1 on randomised adapters: the term appears (> 0) and the other terms are the
+    same numbers either way. Returns the module with the term on and both loss dicts."""
+    terms = {}
+    for w in (0.0, 1.0):
+        module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative",
+                                         untrained_path_samples=3, **{f"w_{term}": w}))
+        randomize_(module.adapters, scale=0.2)
+        terms[w] = module.compute_losses(batch, noise_step=7)
+    assert set(terms[1.0]) == {*terms[0.0], term} and terms[1.0][term] > 0
+    for name in ("forget", "retain", "adjacency"):
+        torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
+    return module, terms
+
+
 def test_untrained_path_term_adds_a_row_and_leaves_the_others_alone(tiny_base_dir):
     """The fresh row's own strangers under the person's condition: at init the teacher's gap between the person's row
     and the fresh one there (0 when the fresh row is the person's own), the bank drawn once per fit, the other terms
     the same numbers with the term on or off."""
     batch = _batch()
-    terms = {}
-    for w in (0.0, 1.0):
-        module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative",
-                                         w_untrained_path=w, untrained_path_samples=3))
-        randomize_(module.adapters, scale=0.2)
-        terms[w] = module.compute_losses(batch, noise_step=7)
-    assert set(terms[1.0]) == {*terms[0.0], "untrained_path"} and terms[1.0]["untrained_path"] > 0
-    for name in ("forget", "retain", "adjacency"):
-        torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
+    module, terms = _one_term_on_and_off(tiny_base_dir, "untrained_path", batch)
     bank = module.untrained_bank()
     assert bank.shape[:2] == (1, 3) and module.untrained_bank() is bank  # drawn once
     module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), w_untrained_path=1.0, untrained_path_samples=3))
@@ -369,15 +376,7 @@ def test_adversarial_path_sends_the_inverted_condition_along_a_strangers_path(ti
     terms are the same numbers with it; 0 when the inverted condition is the fresh row and the adapters are the
     identity; only the adapters get gradients."""
     batch = _batch()
-    terms = {}
-    for w in (0.0, 1.0):
-        module = _bound(UnlearningModule(str(tiny_base_dir), method=tiny(), forget_target="negative",
-                                         w_adversarial_path=w, untrained_path_samples=3))
-        randomize_(module.adapters, scale=0.2)
-        terms[w] = module.compute_losses(batch, noise_step=7)
-    assert set(terms[1.0]) == {*terms[0.0], "adversarial_path"} and terms[1.0]["adversarial_path"] > 0
-    for name in ("forget", "retain", "adjacency"):
-        torch.testing.assert_close(terms[1.0][name], terms[0.0][name])
+    module, terms = _one_term_on_and_off(tiny_base_dir, "adversarial_path", batch)
     assert module.adversary.input_0.shape == module.unet.class_embedding.weight[1].shape
     module.total_loss(terms[1.0]).backward()
     assert all(p.grad is None for p in module.unet.parameters()) and module.adversary.input_0.grad is None

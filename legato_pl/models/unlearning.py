@@ -319,7 +319,7 @@ class UnlearningModule(pl.LightningModule):
             if use_adj:
                 t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
         with torch.no_grad(), self.method.teacher() as teacher_unet:
-            if use_adv:
+            if adv_forget or guard_adv:  # the adversarial path's target is the fresh row's, below
                 e_adv = self.adversary.conditions(teacher_unet, cond, rows).to(dtype)
                 if adv_forget:
                     t_adv = len(t_x)
