@@ -73,3 +73,27 @@ def test_denoising_loss_refuses_an_unknown_prediction_type():
     scheduler.register_to_config(prediction_type="flow")
     with pytest.raises(LegatoInputError, match="unsupported prediction_type 'flow'"):
         denoising_loss(scheduler, torch.zeros(1, 3, 4, 4), lambda x, t: x)
+
+
+def test_batched_forward_runs_once_and_returns_each_part_by_its_name():
+    """Every part goes through one call, in the order added, and each name gets back exactly its own rows
+    (a per-row predictor: x * cond + t); a name added twice is refused."""
+    from legato_pl.models.diffusion import BatchedForward
+
+    parts = {"forget": (torch.randn(2, 3), torch.tensor([1, 2]), torch.randn(2, 3)),
+             "retain": (torch.randn(3, 3), torch.tensor([3, 4, 5]), torch.randn(3, 3))}
+    forward, calls = BatchedForward(), []
+    for name, part in parts.items():
+        forward[name] = part
+    with pytest.raises(KeyError, match="'retain' is already"):
+        forward["retain"] = parts["retain"]
+
+    def predict(x, t, c):
+        calls.append(len(x))
+        return (x * c + t[:, None]).half()
+
+    out = forward(predict)
+    assert calls == [5] and list(out) == ["forget", "retain"]
+    for name, (x, t, c) in parts.items():
+        assert out[name].dtype == torch.float32
+        torch.testing.assert_close(out[name], (x * c + t[:, None]).half().float())

@@ -80,3 +80,25 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     ema_params = list(ema.parameters())
     torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+class BatchedForward:
+    """The inputs of one batched UNet forward gathered under names; the predictions come back under them.
+
+    Objective terms add what they need (``forward["forget"] = (x_t, t, condition)``) and read their prediction
+    by the same name, so no term tracks where its rows sit in the concatenated batch.
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def __setitem__(self, name: str, part: tuple[Tensor, Tensor, Tensor]) -> None:
+        if name in self.parts:
+            raise KeyError(f"{name!r} is already in this forward")
+        self.parts[name] = part
+
+    def __call__(self, predict: Callable[[Tensor, Tensor, Tensor], Tensor]) -> dict[str, Tensor]:
+        """``predict(x, t, cond)`` once on every part, concatenated in the order they were added; fp32 out."""
+        xs, ts, conds = zip(*self.parts.values())
+        out = predict(torch.cat(xs), torch.cat(ts), torch.cat(conds)).float().split([len(x) for x in xs])
+        return dict(zip(self.parts, out))

@@ -16,7 +16,7 @@ from legato_pl.errors import LegatoInputError
 from legato_pl.methods import MethodFactory, UnlearningMethod, build_method, load_method, method_spec
 from legato_pl.methods.stack import stack_parts
 from legato_pl.models.base import downsampling_factor, load_base_model
-from legato_pl.models.diffusion import add_noise, diffusion_target, micro_step, step_generator
+from legato_pl.models.diffusion import BatchedForward, add_noise, diffusion_target, micro_step, step_generator
 from legato_pl.objectives import (
     FORGET_TARGETS,
     ConditionAdversary,
@@ -310,73 +310,65 @@ class UnlearningModule(pl.LightningModule):
             xp, _, tp = add_noise(self.scheduler, bank[rows, pick], gen, rank, world)
             xp = xp.to(dtype)
 
-        # teacher: same UNet, adapters off
+        # teacher: same UNet, adapters off, one forward
         target = h.forget_target
         anchor_f = e_fresh if target == "untrained" else e_r[partner_index] if target == "other" else e_anchor[:nf]
-        t_x, t_t, t_e = [xf, xr, xr], [tf, tr, tr], [anchor_f, e_r, e_null[:nr]]
-        if negative:
-            t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_f]
+        t_fwd = BatchedForward()
+        t_fwd["forget"], t_fwd["retain"], t_fwd["retain_null"] = (xf, tf, anchor_f), (xr, tr, e_r), (xr, tr, e_null[:nr])
+        if negative:  # the person's own prediction, which the negative target extrapolates away from
+            t_fwd["forget_cond"] = (xf, tf, e_f)
             if use_adj:
-                t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adj]
+                t_fwd["adjacency_cond"] = (xf, tf, e_adj)
         with torch.no_grad(), self.method.teacher() as teacher_unet:
             if adv_forget or guard_adv:  # the adversarial path's target is the fresh row's, below
                 e_adv = self.adversary.conditions(teacher_unet, cond, rows).to(dtype)
                 if adv_forget:
-                    t_adv = len(t_x)
-                    t_x, t_t, t_e = t_x + [xf], t_t + [tf], t_e + [e_adv]
+                    t_fwd["adversarial_cond"] = (xf, tf, e_adv)
                 if guard_adv:  # another person's photo under the inverted condition, as the base denoises it
-                    t_guard = len(t_x)
-                    t_x, t_t, t_e = t_x + [xr[partner_index]], t_t + [tr[partner_index]], t_e + [e_adv]
-            if use_path:
-                t_path = len(t_x)
-                t_x, t_t, t_e = t_x + [xp], t_t + [tp], t_e + [e_fresh]
-            teacher = cond.predict(teacher_unet, torch.cat(t_x), torch.cat(t_t), torch.cat(t_e)).float().split(
-                [len(x) for x in t_x]
-            )
-        eps_anchor_f, eps_r_c, eps_r_null = teacher[:3]
-        eps_f_c = teacher[3] if negative else None
-        eps_adj_c = teacher[4] if negative and use_adj else None
-        eps_adv_c = teacher[t_adv] if adv_forget else None
+                    t_fwd["adversarial_retain"] = (xr[partner_index], tr[partner_index], e_adv)
+            if use_path:  # the fresh row's stranger, as the base denoises it under the fresh row
+                t_fwd["path"] = (xp, tp, e_fresh)
+            teacher = t_fwd(lambda x, t, e: cond.predict(teacher_unet, x, t, e))
+        anchor = teacher["forget"]
+
+        def pushed_from(name: str) -> Tensor:  # the forget target against the teacher's prediction ``name``
+            return forget_target(anchor, teacher.get(name), target, h.eta)
 
         # student: adapters on, one forward
-        s_x, s_t, s_e = [xf, xr, xr], [tf, tr, tr], [s_f, s_r, s_null[:nr]]
+        s_fwd = BatchedForward()
+        s_fwd["forget"], s_fwd["retain"], s_fwd["retain_null"] = (xf, tf, s_f), (xr, tr, s_r), (xr, tr, s_null[:nr])
         if use_adj:
-            s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adj]
+            s_fwd["adjacency"] = (xf, tf, s_adj)
         if use_stranger:  # another person's photo under the forgotten condition
-            s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_f]
+            s_fwd["stranger"] = (xr[partner_index], tr[partner_index], s_f)
         if adv_forget:  # the person's photo under the condition that still draws them
-            s_adv_at = len(s_x)
-            s_x, s_t, s_e = s_x + [xf], s_t + [tf], s_e + [s_adv]
+            s_fwd["adversarial"] = (xf, tf, s_adv)
         if guard_adv:
-            s_guard = len(s_x)
-            s_x, s_t, s_e = s_x + [xr[partner_index]], s_t + [tr[partner_index]], s_e + [s_adv]
+            s_fwd["adversarial_retain"] = (xr[partner_index], tr[partner_index], s_adv)
         if adv_path:  # the fresh row's stranger under that condition
-            s_adv_path = len(s_x)
-            s_x, s_t, s_e = s_x + [xp], s_t + [tp], s_e + [s_adv]
+            s_fwd["adversarial_path"] = (xp, tp, s_adv)
         if h.w_untrained_path > 0:  # the fresh row's stranger under the person's condition
-            s_path = len(s_x)
-            s_x, s_t, s_e = s_x + [xp], s_t + [tp], s_e + [s_f]
-        student = cond.predict(self.unet, torch.cat(s_x), torch.cat(s_t), torch.cat(s_e)).float().split(
-            [len(x) for x in s_x])
+            s_fwd["untrained_path"] = (xp, tp, s_f)
+        student = s_fwd(lambda x, t, e: cond.predict(self.unet, x, t, e))
 
         losses = {
-            "forget": preservation(student[0], forget_target(eps_anchor_f, eps_f_c, h.forget_target, h.eta)),
-            "retain": 0.5 * (preservation(student[1], eps_r_c) + preservation(student[2], eps_r_null)),
+            "forget": preservation(student["forget"], pushed_from("forget_cond")),
+            "retain": 0.5 * (preservation(student["retain"], teacher["retain"])
+                             + preservation(student["retain_null"], teacher["retain_null"])),
             "trajectory": trajectory_consistency(self.method.trajectory_states().values()).to(self.device),
         }
         if use_adj:
-            losses["adjacency"] = preservation(student[3], forget_target(eps_anchor_f, eps_adj_c, h.forget_target, h.eta))
+            losses["adjacency"] = preservation(student["adjacency"], pushed_from("adjacency_cond"))
         if use_stranger:  # ... is denoised as the teacher denoises it under that person's own condition
-            losses["stranger"] = preservation(student[4 if use_adj else 3], eps_r_c[partner_index])
+            losses["stranger"] = preservation(student["stranger"], teacher["retain"][partner_index])
         if adv_forget:  # ... gets the forget target, as the name does
-            losses["adversarial"] = preservation(student[s_adv_at], forget_target(eps_anchor_f, eps_adv_c,
-                                                                                   h.forget_target, h.eta))
+            losses["adversarial"] = preservation(student["adversarial"], pushed_from("adversarial_cond"))
         if guard_adv:  # ... while another person's photo under it is denoised as the base does
-            losses["adversarial_retain"] = preservation(student[s_guard], teacher[t_guard])
+            losses["adversarial_retain"] = preservation(student["adversarial_retain"], teacher["adversarial_retain"])
         if adv_path:  # ... is denoised as the base denoises it under the fresh row
-            losses["adversarial_path"] = preservation(student[s_adv_path], teacher[t_path])
+            losses["adversarial_path"] = preservation(student["adversarial_path"], teacher["path"])
         if h.w_untrained_path > 0:  # ... is denoised as the base denoises it under the fresh row
-            losses["untrained_path"] = preservation(student[s_path], teacher[t_path])
+            losses["untrained_path"] = preservation(student["untrained_path"], teacher["path"])
         return losses
 
     def untrained_bank(self) -> Tensor:
