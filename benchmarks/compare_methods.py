@@ -116,6 +116,11 @@ METHODS = {
     # inversion gap: the guarded adversarial term kept George unidentified under his name, not under inversion)
     "legato_adv_path": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
                         "--model.init_args.w_untrained_path", "1.0", "--model.init_args.w_adversarial_path", "1.0"],
+    # the path variant with a field blind to the condition: it must tell the person from the features, not from the
+    # name's embedding, so an inverted condition that still draws the person's features meets the same edit (the
+    # earlier audit: inversion 0.16 vs 0.28 with the condition, a lead inside the noise)
+    "legato_path_nocond": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
+                           "--model.init_args.w_untrained_path", "1.0", ADAPTER + "condition", "none"],
     # today's objective without the stop, one adapter choice changed: under it LoRA drew George's samples as faces
     # 0.91 of the time, the adapters 0.63 (results/lr_sweep/); a spatial field (the authors' MNIST script uses 3x3) or
     # adapters after every stage (where LoRA acts too) may be what draws a stranger
