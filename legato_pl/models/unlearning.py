@@ -26,6 +26,7 @@ from legato_pl.objectives import (
     trajectory_consistency,
 )
 
+ADVERSARIAL_INITS = ("name", "null")
 VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10**9 + i: never a training step
 
 
@@ -66,6 +67,9 @@ class UnlearningModule(pl.LightningModule):
             warm-started, as the audit's condition inversion does), and the
             person's photos under it get the forget target too, so the person cannot be drawn back by another
             input. 0 turns it off. Measured on LFW (docs/results.md): unguarded it disturbs the other people; not a default.
+        adversarial_init: where the inner attack starts: ``name`` (the person's own condition input, as AdvUnlearn
+            starts from the concept's prompt) or ``null`` ("nobody in particular", where the audit's condition
+            inversion starts: an attacker who does not know the name's input).
         w_adversarial_retain: weight of the adversarial term's guard: another person's noised photo under the
             inverted condition is denoised as the teacher denoises it under that condition, so the push away from
             the person under it does not move whoever else that condition draws. Only with an adversarial term.
@@ -113,6 +117,7 @@ class UnlearningModule(pl.LightningModule):
         untrained_path_samples: int = 16,
         adversarial_steps: int = 2,
         adversarial_lr: float = 1e-2,
+        adversarial_init: str = "name",
         adjacency_alpha_max: float = 1.0,
         lr: float = 1e-3,
         output_dir: str | None = None,
@@ -139,6 +144,8 @@ class UnlearningModule(pl.LightningModule):
             raise LegatoInputError("warm_start replaces an earlier request, previous_adapters stacks on them: give one")
         if adversarial_lr <= 0:
             raise LegatoInputError(f"adversarial_lr must be > 0, got {adversarial_lr}")
+        if adversarial_init not in ADVERSARIAL_INITS:
+            raise LegatoInputError(f"adversarial_init must be one of {ADVERSARIAL_INITS}, got {adversarial_init!r}")
         base = load_base_model(base_model, prompt_templates, anchor_prompt)
         if base.conditioning is None:
             raise LegatoInputError(
@@ -234,7 +241,8 @@ class UnlearningModule(pl.LightningModule):
         self.register_buffer("forget_classes", torch.tensor(forgotten, dtype=torch.long, device=self.device),
                              persistent=False)
         if self._attacks and getattr(self, "adversary", None) is None:
-            self.adversary = ConditionAdversary([cond.soft_init(self.unet, f) for f in forgotten],
+            own = self.hparams.adversarial_init == "name"  # else from the null input, as the audit's inversion
+            self.adversary = ConditionAdversary([cond.soft_init(self.unet, f if own else None) for f in forgotten],
                                                 self.hparams.adversarial_steps, self.hparams.adversarial_lr).to(self.device)
         trainable = sum(p.numel() for p in self.method.trainable_parameters())
         frozen = sum(p.numel() for p in self.unet.parameters() if not p.requires_grad)
