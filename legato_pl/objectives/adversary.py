@@ -23,8 +23,9 @@ class ConditionAdversary(nn.Module):
     """One learnable condition input per forgotten person, warm-started across training steps.
 
     Args:
-        inits: where each person's search starts (:meth:`Conditioning.soft_init` with the person's label: the
-            name's own input, as AdvUnlearn starts from the concept's prompt).
+        inits: where each person's search starts (:meth:`Conditioning.soft_init`: with the person's label the
+            name's own input, as AdvUnlearn starts from the concept's prompt; without, the null input, where the
+            audit's condition inversion starts).
         steps: signed-gradient steps per training step (0: the inputs never move).
         lr: the size of each step (per element).
     """
