@@ -63,6 +63,9 @@ LR = "--model.init_args.lr"
 LORA = [*NO_STOP, METHOD, "legato_pl.methods.LoRA"]  # the baselines, run their full --steps
 FULL = [*NO_STOP, METHOD, "legato_pl.methods.Full"]
 ETA1 = [*NO_STOP, "--model.init_args.eta", "1.0", "--model.init_args.w_retain", "1.0"]
+# today's default spelled out (the fresh row's path, the stop waiting for faces): the variants on top of it share it
+PATH_FACES = [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
+              "--model.init_args.w_untrained_path", "1.0"]
 METHODS = {
     "legato": [],  # the config as it is (it stops once the person is forgotten: StopWhenForgotten)
     "legato_no_stop": NO_STOP,  # the config's objective for the full --steps, no early stop
@@ -110,22 +113,21 @@ METHODS = {
     # samples, faces 0.62) over step 300's faces 0.91 at a third of the drift; ranked by faces it keeps the latter.
     # Faces 0.97 on Tony, 0.92 on George: the default since session 25 (on today's config it changes nothing; its
     # results name --unlearn-config benchmarks/configs/legato_lfw_stranger.yaml, the config they ran on)
-    "legato_path_faces": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
-                          "--model.init_args.w_untrained_path", "1.0"],
+    "legato_path_faces": PATH_FACES,
     # the path variant plus the untrained path at a condition inverted against the student each step (issue 25's
     # inversion gap: the guarded adversarial term kept George unidentified under his name, not under inversion)
-    "legato_adv_path": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
-                        "--model.init_args.w_untrained_path", "1.0", "--model.init_args.w_adversarial_path", "1.0"],
+    "legato_adv_path": [*PATH_FACES,
+                        "--model.init_args.w_adversarial_path", "1.0"],
     # ... with the inner attack starting where the audit's inversion starts (the null class; from George's row it left
     # the audit's inversion at the default's 0.34 and moved the others 12x as far) and the guard against that drift
-    "legato_adv_path_null": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
-                             "--model.init_args.w_untrained_path", "1.0", "--model.init_args.w_adversarial_path", "1.0",
+    "legato_adv_path_null": [*PATH_FACES,
+                             "--model.init_args.w_adversarial_path", "1.0",
                              "--model.init_args.adversarial_init", "null", "--model.init_args.w_adversarial_retain", "5.0"],
     # the path variant with a field blind to the condition: it must tell the person from the features, not from the
     # name's embedding, so an inverted condition that still draws the person's features meets the same edit (the
     # earlier audit: inversion 0.16 vs 0.28 with the condition, a lead inside the noise)
-    "legato_path_nocond": [*with_stop(REPO / "configs" / "legato_lfw.yaml", min_face_rate=0.8, rank_by="face_rate"),
-                           "--model.init_args.w_untrained_path", "1.0", ADAPTER + "condition", "none"],
+    "legato_path_nocond": [*PATH_FACES,
+                           ADAPTER + "condition", "none"],
     # today's objective without the stop, one adapter choice changed: under it LoRA drew George's samples as faces
     # 0.91 of the time, the adapters 0.63 (results/lr_sweep/); a spatial field (the authors' MNIST script uses 3x3) or
     # adapters after every stage (where LoRA acts too) may be what draws a stranger

@@ -405,10 +405,9 @@ def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):
     assert all(p.grad is None for p in module.parameters())
 
 
-
 def test_adversary_can_start_where_the_audits_inversion_starts(tiny_base_dir):
     """adversarial_init "null": the attack's input starts at the null class row (the audit's inversion's start, an
-    attacker who does not know the name), "name" at the person's own row; the objective's terms are the same."""
+    attacker who does not know the name), "name" at the person's own row."""
     starts = {}
     for init in ("name", "null"):
         module, _ = _adversarial(tiny_base_dir, 1.0, adversarial_steps=0, adversarial_init=init)
@@ -417,6 +416,7 @@ def test_adversary_can_start_where_the_audits_inversion_starts(tiny_base_dir):
     torch.testing.assert_close(starts["name"], rows[1])
     torch.testing.assert_close(starts["null"], rows[module.null_class])
     assert not torch.equal(starts["name"], starts["null"])
+
 
 @pytest.mark.parametrize("kwargs, message", [({"w_adversarial": -1.0}, "w_adversarial must be >= 0"),
                                              ({"adversarial_lr": 0.0}, "adversarial_lr must be > 0"),
