@@ -122,7 +122,8 @@ METHODS = {
     # the audit's inversion at the default's 0.34 and moved the others 12x as far) and the guard against that drift
     "legato_adv_path_null": [*PATH_FACES,
                              "--model.init_args.w_adversarial_path", "1.0",
-                             "--model.init_args.adversarial_init", "null", "--model.init_args.w_adversarial_retain", "5.0"],
+                             "--model.init_args.adversarial_init", "unconditional",
+                             "--model.init_args.w_adversarial_retain", "5.0"],
     # the path variant with a field blind to the condition: it must tell the person from the features, not from the
     # name's embedding, so an inverted condition that still draws the person's features meets the same edit (the
     # earlier audit: inversion 0.16 vs 0.28 with the condition, a lead inside the noise)

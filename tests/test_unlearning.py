@@ -406,16 +406,25 @@ def test_adversary_finds_a_condition_that_draws_the_person(tiny_base_dir):
 
 
 def test_adversary_can_start_where_the_audits_inversion_starts(tiny_base_dir):
-    """adversarial_init "null": the attack's input starts at the null class row (the audit's inversion's start, an
+    """adversarial_init "unconditional": the attack's input starts at the null class row (the audit's inversion's start, an
     attacker who does not know the name), "name" at the person's own row."""
     starts = {}
-    for init in ("name", "null"):
+    for init in ("name", "unconditional"):
         module, _ = _adversarial(tiny_base_dir, 1.0, adversarial_steps=0, adversarial_init=init)
         starts[init] = module.adversary.input_0.clone()
     rows = module.unet.class_embedding.weight
     torch.testing.assert_close(starts["name"], rows[1])
-    torch.testing.assert_close(starts["null"], rows[module.null_class])
-    assert not torch.equal(starts["name"], starts["null"])
+    torch.testing.assert_close(starts["unconditional"], rows[module.null_class])
+    assert not torch.equal(starts["name"], starts["unconditional"])
+
+
+def test_adversarial_init_choices_survive_the_command_line():
+    """A choice YAML reads as something else (``null`` -> None) could not be given from a config or the CLI."""
+    import yaml
+
+    from legato_pl.models.unlearning import ADVERSARIAL_INITS
+
+    assert all(yaml.safe_load(choice) == choice for choice in ADVERSARIAL_INITS)
 
 
 @pytest.mark.parametrize("kwargs, message", [({"w_adversarial": -1.0}, "w_adversarial must be >= 0"),

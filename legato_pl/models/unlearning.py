@@ -26,7 +26,7 @@ from legato_pl.objectives import (
     trajectory_consistency,
 )
 
-ADVERSARIAL_INITS = ("name", "null")
+ADVERSARIAL_INITS = ("name", "unconditional")
 VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10**9 + i: never a training step
 
 
@@ -68,8 +68,9 @@ class UnlearningModule(pl.LightningModule):
             person's photos under it get the forget target too, so the person cannot be drawn back by another
             input. 0 turns it off. Measured on LFW (docs/results.md): unguarded it disturbs the other people; not a default.
         adversarial_init: where the inner attack starts: ``name`` (the person's own condition input, as AdvUnlearn
-            starts from the concept's prompt) or ``null`` ("nobody in particular", where the audit's condition
-            inversion starts: an attacker who does not know the name's input).
+            starts from the concept's prompt) or ``unconditional`` (the null class or empty prompt, "nobody in
+            particular", where the audit's condition inversion starts: an attacker who does not know the name's input;
+            not ``null``, which YAML and the CLI read as None).
         w_adversarial_retain: weight of the adversarial term's guard: another person's noised photo under the
             inverted condition is denoised as the teacher denoises it under that condition, so the push away from
             the person under it does not move whoever else that condition draws. Only with an adversarial term.
@@ -241,7 +242,7 @@ class UnlearningModule(pl.LightningModule):
         self.register_buffer("forget_classes", torch.tensor(forgotten, dtype=torch.long, device=self.device),
                              persistent=False)
         if self._attacks and getattr(self, "adversary", None) is None:
-            own = self.hparams.adversarial_init == "name"  # else from the null input, as the audit's inversion
+            own = self.hparams.adversarial_init == "name"  # else from the unconditional input, as the audit's inversion
             self.adversary = ConditionAdversary([cond.soft_init(self.unet, f if own else None) for f in forgotten],
                                                 self.hparams.adversarial_steps, self.hparams.adversarial_lr).to(self.device)
         trainable = sum(p.numel() for p in self.method.trainable_parameters())
