@@ -42,7 +42,7 @@ from legato_pl.audit.judge import IdentityJudge
 from legato_pl.audit.membership import auc, denoising_errors
 from legato_pl.audit.relearning import relearn
 from legato_pl.data import IdentityImages
-from legato_pl.methods import load_method
+from legato_pl.methods import load_method, read_method_file
 from legato_pl.metrics import UnlearningMetrics, load_encoder
 from legato_pl.metrics.bootstrap import bootstrap_ci, mean_ci
 from legato_pl.metrics.faces import FaceRate
@@ -160,10 +160,13 @@ class Bench:
         out = torch.load(cache) if cache.is_file() else {}
         if out.get("measure_seed") != MEASURE_SEED:  # not measured yet, or from an older seed range
             out = {**self.measure_person(person, model_dir, artifact), "measure_seed": MEASURE_SEED,
-                   "relearn_seeded": True}
+                   "relearn_seeded": True, "relearn_keeps_lora": True}
             save_atomic(out, cache)
-        if not out.get("relearn_seeded"):  # relearned from a LoRA the process's RNG state initialised: redone
-            out.update(self.relearn_steps(person, model_dir, artifact), relearn_seeded=True)
+        # redone: relearned from a LoRA the process's RNG state initialised, or (a LoRA artifact) relearned with the
+        # artifact's own LoRA switched off by the attacker's
+        lora_artifact = artifact is not None and read_method_file(artifact).get("method") == "lora"
+        if not out.get("relearn_seeded") or (lora_artifact and not out.get("relearn_keeps_lora")):
+            out.update(self.relearn_steps(person, model_dir, artifact), relearn_seeded=True, relearn_keeps_lora=True)
             save_atomic(out, cache)
         # measured before on other kept people, or with an FD interval made before its fix
         if out.get("kept_labels") != self.kept or misses_estimate(out, "FD_pre_ci"):

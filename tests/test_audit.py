@@ -86,6 +86,27 @@ def test_relearning_lora_starts_from_its_seed_not_the_process_rng(world):
     assert torch.equal(inits[0], inits[1]) and not torch.equal(inits[0], inits[2])
 
 
+def test_relearning_lora_on_a_lora_artifact_keeps_the_artifacts_lora_on(world):
+    """The attacker's fresh LoRA is added to a LoRA artifact, not swapped for it: at step 0 the model is still the
+    unlearned one (peft makes an injected adapter the only active one, which relearned from the base)."""
+    from legato_pl.audit.relearning import _trainable
+
+    unet = _copy(world[0].unet)
+    method = LoRA(unet)
+    with torch.no_grad():
+        for p in method.trainable_parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
+    x, t, y = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([5, 50]), torch.tensor([0, 1])
+    with torch.no_grad():
+        with method.teacher():
+            base = unet(x, t, class_labels=y).sample
+        unlearned = unet(x, t, class_labels=y).sample
+        _trainable(unet, method, "lora", 2)
+        attacked = unet(x, t, class_labels=y).sample
+    assert not torch.allclose(unlearned, base, atol=1e-3)
+    torch.testing.assert_close(attacked, unlearned)
+
+
 def test_membership_inference_statistics():
     members, nonmembers = torch.tensor([3.0, 4.0, 5.0]), torch.tensor([0.0, 1.0, 2.0])
     assert auc(members, nonmembers) == 1.0 and auc(nonmembers, members) == 0.0

@@ -45,12 +45,14 @@ def _trainable(unet: nn.Module, method: UnlearningMethod, params: Literal["metho
 
         from legato_pl.methods.lora import LORA_TARGETS
 
+        # peft makes the injected adapter the only active one: a LoRA the method holds must stay on
+        held = {id(m): list(m.active_adapters) for m in unet.modules() if isinstance(m, LoraLayer)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS), unet,
                                     adapter_name=RELEARN_LORA)
         for layer in (m for m in unet.modules() if isinstance(m, LoraLayer)):
-            layer.set_adapter(sorted({*layer.active_adapters, RELEARN_LORA}))  # keep any LoRA the method holds
+            layer.set_adapter(sorted({*held.get(id(layer), []), RELEARN_LORA}))
         chosen = [p for n, p in unet.named_parameters() if f".{RELEARN_LORA}." in n or n.endswith(f".{RELEARN_LORA}")]
     unet.requires_grad_(False)
     method.requires_grad_(False)
