@@ -457,3 +457,31 @@ def test_many_people_stop_per_person_reaches_legato_fits_but_not_the_baselines()
     for own in ("lora", "legato_faces"):
         assert stop_overrides(a, METHODS[own]) == (METHODS[own], 0)
     assert stop_overrides(build_parser().parse_args([]), ["--x", "1"]) == (["--x", "1"], 0) and stop_tag(0) == ""
+
+
+def test_field_reach_reads_zero_for_an_untrained_artifact_and_more_for_a_trained_one(tiny_lfw_base, tmp_path,
+                                                                                      faces_root, monkeypatch):
+    """benchmarks/field_reach.py: an artifact at its init (the identity) acts nowhere; a moved one acts."""
+    monkeypatch.chdir(REPO)
+    from field_reach import main
+
+    from legato_pl.methods import Legato
+    from legato_pl.models import load_base_model
+
+    for name, scale in (("init", 0.0), ("moved", 0.5)):
+        unet = load_base_model(tiny_lfw_base).unet
+        method = Legato(unet, adapter={"hidden": 8})
+        with torch.no_grad():
+            for p in method.trainable_parameters():
+                p.add_(scale * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+        method.save(tmp_path / name, base_model=str(tiny_lfw_base))
+    out = main(["--base", str(tiny_lfw_base), "--root", str(faces_root), "--forget", "George_W_Bush", "--other",
+                "Tony_Blair", "--artifacts", f"init={tmp_path / 'init'}", f"moved={tmp_path / 'moved'}",
+                "--inversion-steps", "2", "--batches", "1", "--out", str(tmp_path / "results")])
+    init, moved = (out["artifacts"][n]["conditions"] for n in ("init", "moved"))
+    assert len(init) == 5 and init["own"]["distance_from_own"] == 0
+    assert all(c["action"] == 0 and c["loss_base"] == c["loss_unlearned"] for c in init.values())
+    assert all(c["action"] > 0 for c in moved.values())
+    for key in ("loss_base", "distance_from_own"):  # one base, one inversion on it, whatever the artifact
+        assert init["inverted on the base"][key] == moved["inverted on the base"][key]
+    assert (tmp_path / "results" / "field_reach.md").is_file()
