@@ -25,7 +25,7 @@ from legato_pl.audit.inversion import invert_condition
 from legato_pl.data import IdentityImages
 from legato_pl.methods import load_method
 from legato_pl.models.base import load_base_model
-from legato_pl.models.diffusion import add_noise, step_generator
+from legato_pl.models.diffusion import add_noise, diffusion_target, step_generator
 
 from harness import command_line, git_commit, markdown_table
 
@@ -49,7 +49,9 @@ def reach(unet, method, cond, scheduler, photos: Tensor, condition: Tensor, batc
     """Mean over fixed noised batches of the artifact's relative action and the loss at strength 0 and 1."""
     sums = {"action": 0.0, "loss_base": 0.0, "loss_unlearned": 0.0}
     for k in range(batches):
-        x_t, noise, t = add_noise(scheduler, photos[:16], step_generator(123, k, "cpu"))
+        x0 = photos[:16]
+        x_t, noise, t = add_noise(scheduler, x0, step_generator(123, k, "cpu"))
+        wanted = diffusion_target(scheduler, x0, noise, t)
         c = condition.reshape(1, -1).expand(len(x_t), -1)
         preds = []
         for strength in (0.0, 1.0):
@@ -57,13 +59,15 @@ def reach(unet, method, cond, scheduler, photos: Tensor, condition: Tensor, batc
             with torch.no_grad():
                 preds.append(cond.predict(unet, x_t, t, cond=c))
         sums["action"] += ((preds[1] - preds[0]).norm() / preds[0].norm()).item()
-        sums["loss_base"] += ((preds[0] - noise) ** 2).mean().item()
-        sums["loss_unlearned"] += ((preds[1] - noise) ** 2).mean().item()
+        sums["loss_base"] += ((preds[0] - wanted) ** 2).mean().item()
+        sums["loss_unlearned"] += ((preds[1] - wanted) ** 2).mean().item()
     return {k: v / batches for k, v in sums.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
+    if any("=" not in s for s in a.artifacts):
+        build_parser().error(f"--artifacts takes NAME=DIR, got {a.artifacts}")
     artifacts = dict(s.split("=", 1) for s in a.artifacts)
 
     def fresh(artifact: str | None):
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     base.use_identities([a.forget, a.other], f"base model {a.base}")
     data = IdentityImages(a.root, unet.config.sample_size, a.heldout_fraction, identities=base.identities)
     photos = data.train[a.forget]
+    latents = cond.to_latents(photos)  # what the UNet denoises (the photos themselves for a pixel model)
     rows = unet.class_embedding.weight.detach().clone()
     own = rows[base.identities.index(a.forget)]
 
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"other ({a.other})": rows[base.identities.index(a.other)],
                       "inverted on the base": on_base, "inverted against the artifact": invert(u)}
         out["artifacts"][name] = {"path": artifact, "conditions": {
-            c: {**reach(u, method, cond, base.scheduler, photos, v, a.batches),
+            c: {**reach(u, method, cond, base.scheduler, latents, v, a.batches),
                 "distance_from_own": ((v - own).norm() / own.norm()).item()} for c, v in conditions.items()}}
         write(a, out)
     return write(a, out)
