@@ -15,8 +15,6 @@ bases (the conditions are class rows).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -27,7 +25,7 @@ from legato_pl.methods import load_method
 from legato_pl.models.base import load_base_model
 from legato_pl.models.diffusion import add_noise, diffusion_target, step_generator
 
-from harness import command_line, git_commit, markdown_table
+from harness import command_line, git_commit, markdown_table, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +104,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def write(a: argparse.Namespace, out: dict) -> dict:
-    results = Path(a.out)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "field_reach.json").write_text(json.dumps(out, indent=1) + "\n")
     md = [f"# Where the artifact acts: {out['forget']}'s photos under each condition", "",
           f"Command: `{out['command']}` (commit {out['commit']})", "",
           "action: |eps(strength 1) - eps(strength 0)| / |eps(strength 0)| on the person's noised training photos; "
@@ -119,9 +114,7 @@ def write(a: argparse.Namespace, out: dict) -> dict:
                              [[c, f"{v['action']:.4f}", f"{v['loss_base']:.4f}", f"{v['loss_unlearned']:.4f}",
                                f"{v['distance_from_own']:.2f}"] for c, v in r["conditions"].items()])
         md.append("")
-    (results / "field_reach.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md), flush=True)
-    return out
+    return write_report(a.out, "field_reach", out, md)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from harness import (
     run_cli,
     save_atomic,
     with_interval,
+    write_report,
 )
 
 # The person's samples start here: away from the seeds StopWhenForgotten chooses a fit's state on (10_000 + i) and
@@ -305,9 +306,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def write_results(a: argparse.Namespace, out: dict) -> dict:
-    results = Path(a.out)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "gold_standard.json").write_text(json.dumps(out, indent=1) + "\n")
     md = ["# Against the gold standard: a model retrained without the person", "",
           f"Command: `{out['command']}` (commit {out['commit']})", "",
           f"Reference: `{out['reference']['config']}` without {', '.join(out['reference']['excluded'])}. "
@@ -324,9 +322,7 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
                                  [[m, *[f"{v[0]:+.3f}" + (f" [{v[1]:+.3f}, {v[2]:+.3f}]" if v[1] is not None else "")
                                         for v in r["gap"].values()]] for m, r in entry["methods"].items()])
         md.append("")
-    (results / "gold_standard.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md), flush=True)
-    return out
+    return write_report(a.out, "gold_standard", out, md)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,17 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_report(directory: str | Path, stem: str, out: dict, md: list[str]) -> dict:
+    """A benchmark's results: ``out`` as ``stem.json`` and the lines ``md`` as ``stem.md`` in ``directory``
+    (created), the markdown printed too."""
+    results = Path(directory)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (results / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md), flush=True)
+    return out
+
+
 def _die_with_parent() -> None:
     """In a fit's child process (Linux): killed when the benchmark dies, so no orphan fit keeps a core busy."""
     try:

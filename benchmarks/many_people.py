@@ -68,6 +68,7 @@ from harness import (
     with_interval,
     with_stop,
     without_invalid_intervals,
+    write_report,
 )
 
 COLUMNS = ["acc_erased", "acc_kept", "FD_pre", "face_rate_erased"]
@@ -330,9 +331,6 @@ def text_to_image_args(a: argparse.Namespace) -> argparse.Namespace:
 
 
 def write_results(a: argparse.Namespace, out: dict) -> dict:
-    results = Path(a.out)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "many_people.json").write_text(json.dumps(out, indent=1) + "\n")
     rows = [*(r for ks in out["one_fit"].values() for r in ks.values()),
             *(r for s in SECTIONS[1:] for r in out[s].values())]
     commands = dict.fromkeys([out["command"], *(r.get("command", out["command"]) for r in rows)])
@@ -379,9 +377,7 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
         md += markdown_table(header, [row("legato t2i", k, r) for k, r in out["t2i"].items()])
     else:
         md += ["Not run (`--t2i-ks`)."]
-    (results / "many_people.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md), flush=True)
-    return out
+    return write_report(a.out, "many_people", out, md)
 
 
 if __name__ == "__main__":
