@@ -135,21 +135,6 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
 
 
 @pytest.mark.slow
-def test_sequential_requests_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
-    monkeypatch.chdir(REPO)
-    from sequential_requests import main
-
-    main([*_tiny_args(tiny_lfw_base, tmp_path, faces_root), "--second-person", "Tony_Blair"])
-    saved = json.loads((tmp_path / "results" / "sequential_requests.json").read_text())
-    assert list(saved["stages"]) == ["base", "base+A", "base+A+B"]
-    base = saved["stages"]["base"]
-    assert base["ID_A"] == pytest.approx(1.0) and base["FD_pre"] == pytest.approx(0, abs=1e-6)
-    hparams = yaml.safe_load((tmp_path / "work" / "second" / "fit" / "version_0" / "hparams.yaml").read_text())
-    assert hparams["previous_adapters"] == [str(tmp_path / "work" / "first" / "weights")]
-    assert (tmp_path / "work" / "second" / "weights" / "adapters.safetensors").is_file()
-
-
-@pytest.mark.slow
 def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
     monkeypatch.chdir(REPO)
     from many_people import main
