@@ -63,9 +63,10 @@ def reach(unet, method, cond, scheduler, photos: Tensor, condition: Tensor, batc
 
 
 def main(argv: list[str] | None = None) -> dict:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
     if any("=" not in s for s in a.artifacts):
-        build_parser().error(f"--artifacts takes NAME=DIR, got {a.artifacts}")
+        parser.error(f"--artifacts takes NAME=DIR, got {a.artifacts}")
     artifacts = dict(s.split("=", 1) for s in a.artifacts)
 
     def fresh(artifact: str | None):
