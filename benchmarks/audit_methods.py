@@ -33,6 +33,7 @@ from harness import (
     git_commit,
     markdown_table,
     with_interval,
+    write_report,
 )
 
 
@@ -83,7 +84,7 @@ def with_intervals(accuracies: dict, n: int) -> dict:
     return {**{k: accuracies[k] for k in keys}, **{f"{k}_ci": list(proportion_ci(accuracies[k], n)) for k in keys}}
 
 
-def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[str, dict]) -> None:
+def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[str, dict]) -> dict:
     out = {"command": command_line("audit_methods.py", argv), "commit": git_commit(), "forget": a.forget, "methods": {}}
     rows = []
     for name, r in methods.items():
@@ -103,9 +104,6 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[s
                              for k in ("acc_base", "acc_unlearned")],
                      *[str(v["steps_to_target"]) if v["steps_to_target"] is not None else f"> {v['budget']}"
                        for v in rl.values()], mi["auc_before"], mi["auc_after"]])
-    out_dir = Path(a.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "audit_methods.json").write_text(json.dumps(out, indent=1) + "\n")
     relearn_cols = [f"relearn {k}: steps to half base acc" for k in next(iter(methods.values()))["relearning"]]
     any_run = next(iter(methods.values()))
     md = [f"# Audit of every method on LFW, forgetting {a.forget}", "", f"Command: `{out['command']}`", "",
@@ -120,7 +118,7 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, methods: dict[s
     for name, r in methods.items():
         fields = {k: r[k] for k in asdict(AuditResult("", "", {}))}
         md += [f"- **{name}**: " + "; ".join(AuditResult(**fields).verdicts())]
-    (out_dir / "audit_methods.md").write_text("\n".join(md) + "\n")
+    return write_report(a.out, "audit_methods", out, md)
 
 
 if __name__ == "__main__":

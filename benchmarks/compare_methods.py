@@ -51,6 +51,7 @@ from harness import (
     with_interval,
     with_stop,
     without_invalid_intervals,
+    write_report,
 )
 
 METHOD = "--model.init_args.method.class_path"  # LightningCLI selects the method class; shared init_args stay
@@ -399,9 +400,6 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
            "notes": "per_identity values at strength 1 (the last curve point); <metric>_ci = bootstrap 95% interval; "
                     "an evaluation's own commit is the code that made it (none: an earlier one, kept by --reuse); "
                     "an FD_pre without an interval was evaluated before the interval was re-centred on its estimate"}
-    out_dir = Path(a.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare_methods.json").write_text(json.dumps(out, indent=1) + "\n")
     md = [f"# Methods compared on LFW ({a.steps} steps each, strength 1)", "",
           f"Command: `{out['command']}` (commit {commit})", "",
           f"Different people's identity cosine (dlib centroids): {different_people:.3f}. A forget sample counts as"
@@ -429,9 +427,8 @@ def write_results(a: argparse.Namespace, argv: list[str] | None, per_identity: d
                               for m, r in entry["methods"].items()])
     md += ablation_table(per_identity.get(a.forget[0], {}).get("methods", {}), a.forget[0])
     md += ["", "Trade-off plot: `compare_methods_tradeoff.png`."]
-    (out_dir / "compare_methods.md").write_text("\n".join(md) + "\n")
-    tradeoff_plot(per_identity, out_dir / "compare_methods_tradeoff.png")
-    print("\n".join(md))
+    write_report(a.out, "compare_methods", out, md)
+    tradeoff_plot(per_identity, Path(a.out) / "compare_methods_tradeoff.png")
     return out
 
 

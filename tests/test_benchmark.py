@@ -119,7 +119,8 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
     from audit_methods import main as audit_main
 
     audit_args = [*_tiny_args(tiny_lfw_base, tmp_path, faces_root)[:6], "--root", str(faces_root), "--steps", "3",
-                  "--steps-ddim", "2", "--unlearn-args", TINY_UNLEARN, "--methods", "legato", "lora", "residual",
+                  "--steps-ddim", "2", "--unlearn-args", args[args.index("--unlearn-args") + 1],  # the compared fits' config
+                  "--methods", "legato", "lora", "residual",
                   "--samples", "2", "--inversion-steps", "2", "--relearn-k", "1", "--relearn-steps", "2",
                   "--relearn-eval-every", "1"]
     audit_main(audit_args)
