@@ -69,18 +69,16 @@ def run_cli(config: str, overrides: list[str]) -> dict:
     return {"wall_time_s": time.perf_counter() - start, "peak_rss_mb": peak / 2**20}
 
 
-def seconds_per_step(log_dir: Path) -> float:
-    """Steady-state seconds per optimisation step from the TensorBoard wall times of train/loss
-    (logged every step), skipping the first step's start-up."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
-    scalars = events.Scalars("train/loss")
-    if len(scalars) < 3:
-        return float("nan")
-    first, last = scalars[1], scalars[-1]
-    return (last.wall_time - first.wall_time) / (last.step - first.step)
+def seconds_per_step(log_dirs: Path | list[Path]) -> float:
+    """Steady-state seconds per optimisation step from the TensorBoard wall times of train/loss (logged every
+    step) in ``log_dirs`` (the attempts of one fit), skipping each attempt's first step (its start-up)."""
+    seconds = steps = 0.0
+    for log_dir in [log_dirs] if isinstance(log_dirs, Path) else log_dirs:
+        scalars = train_losses(log_dir)
+        if len(scalars) >= 3:
+            seconds += scalars[-1].wall_time - scalars[1].wall_time
+            steps += scalars[-1].step - scalars[1].step
+    return seconds / steps if steps else float("nan")
 
 
 def pick_retain(names: list[str], forget: str, n: int) -> list[str]:
@@ -137,22 +135,57 @@ def with_stop(config: str | Path, **init_args) -> list[str]:
     return ["--trainer.callbacks", json.dumps([{**c, "init_args": {**c.get("init_args", {}), **init_args}} for c in stop])]
 
 
+CHECKPOINT_EVERY = 10  # steps between the checkpoints a cut benchmark fit resumes from
+
+
 def fit_unlearning(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
     """One ``fit`` of ``a.unlearn_config`` into ``run`` (weights in ``run/weights``, events in ``run/fit``),
-    with no checkpoints, curves or validation (a stopping callback of the config stays: it decides the result);
-    its wall time, peak RSS, steady seconds per step and the steps it ran."""
-    shutil.rmtree(run / "fit", ignore_errors=True)  # events of an interrupted fit would be read as this one's
+    with no curves or validation (a stopping callback of the config stays: it decides the result); its wall
+    time, peak RSS, steady seconds per step and the steps it ran.
+
+    A fit cut short (a session's end, a crash) resumes from its last checkpoint (``run/ckpt``, every
+    :data:`CHECKPOINT_EVERY` steps, removed once the weights are written) when called again with the same
+    configuration and base (another starts afresh), and ends as an uninterrupted one would. Each
+    attempt logs to its own ``run/fit/version_<i>``; the wall time adds every attempt's (a cut one counted to its
+    last logged step) and the peak RSS is the last attempt's."""
+    key, last, attempts_file = fit_key(a, forget, extra), run / "ckpt" / "last.ckpt", run / "attempts.json"
+    which = {"fit_key": key, "base_fingerprint": base_fingerprint(a.base)}
+    attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else {}
+    if not last.is_file() or {k: attempts.get(k) for k in which} != which:  # a fresh fit: nothing of another counts
+        shutil.rmtree(run / "fit", ignore_errors=True)
+        shutil.rmtree(run / "ckpt", ignore_errors=True)
+        attempts = {}
+    starts = attempts.get("starts", [])
+    run.mkdir(parents=True, exist_ok=True)
+    attempts_file.write_text(json.dumps({**which, "starts": [*starts, time.time()]}) + "\n")
+    if starts:
+        print(f"resuming the fit in {run} from {last} (attempt {len(starts) + 1})", flush=True)
     result = run_cli(a.unlearn_config, [
         "--model.init_args.base_model", a.base, "--model.init_args.output_dir", str(run / "weights"),
         "--data.init_args.root", a.root, "--data.init_args.forget", forget, "--trainer.max_steps", str(a.steps),
         "--trainer.logger.init_args.save_dir", str(run), "--trainer.logger.init_args.name", "fit",
-        "--trainer.logger.init_args.version", "0", "--trainer.log_every_n_steps", "1",
-        "--trainer.callbacks", fit_callbacks(a.unlearn_config),
-        "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
-        *shlex.split(a.unlearn_args), *extra])  # the method's own overrides last: they win
-    log_dir = run / "fit" / "version_0"
-    return {**result, "seconds_per_step": seconds_per_step(log_dir), "steps_run": steps_run(log_dir),
-            "base_fingerprint": base_fingerprint(a.base), "fit_key": fit_key(a, forget, extra)}
+        "--trainer.logger.init_args.version", str(len(starts)), "--trainer.log_every_n_steps", "1",
+        "--trainer.callbacks", fit_callbacks(a.unlearn_config), "--trainer.limit_val_batches", "0",
+        *shlex.split(a.unlearn_args), *extra,  # the method's own overrides last: they win
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.dirpath",
+        str(run / "ckpt"), "--trainer.callbacks.save_last", "true", "--trainer.callbacks.save_top_k", "0",
+        "--trainer.callbacks.every_n_train_steps", str(CHECKPOINT_EVERY), *(["--ckpt_path", str(last)] if starts else [])])
+    shutil.rmtree(run / "ckpt", ignore_errors=True)
+    attempts_file.unlink()
+    log_dirs = [run / "fit" / f"version_{i}" for i in range(len(starts) + 1)]
+    for log_dir, start in zip(log_dirs, starts):  # the cut attempts, to their last logged step
+        result["wall_time_s"] += max([start, *(x.wall_time for x in train_losses(log_dir)[-1:])]) - start
+    return {**result, "seconds_per_step": seconds_per_step(log_dirs), "steps_run": steps_run(log_dirs[-1]),
+            "attempts": len(log_dirs), **which}
+
+
+def train_losses(log_dir: Path) -> list:
+    """The train/loss scalars (step, wall_time, value) a fit logged in ``log_dir`` (none when it logged none)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return events.Scalars("train/loss") if "train/loss" in events.Tags()["scalars"] else []
 
 
 def cached_fit(a: argparse.Namespace, forget: str, run: Path, extra: list[str] = ()) -> dict:
@@ -169,11 +202,7 @@ def cached_fit(a: argparse.Namespace, forget: str, run: Path, extra: list[str] =
 
 def steps_run(log_dir: Path) -> int:
     """Optimisation steps a fit ran (the last logged train/loss step + 1)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
-    return events.Scalars("train/loss")[-1].step + 1
+    return train_losses(log_dir)[-1].step + 1
 
 
 def fit_key(a: argparse.Namespace, forget: str, extra: list[str] = ()) -> str:

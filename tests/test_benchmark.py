@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +47,37 @@ def _tiny_args(base: Path, tmp_path: Path, faces_root: Path) -> list[str]:
     return ["--base", str(base), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"), "--root",
             str(faces_root), "--steps", "3", "--retain-identities", "2", "--per-identity", "2", "--forget-samples",
             "2", "--steps-ddim", "2", "--unlearn-args", TINY_UNLEARN]
+
+
+def test_a_cut_benchmark_fit_resumes_where_it_stopped(tiny_lfw_base, tmp_path, faces_root, monkeypatch):
+    """A benchmark fit killed after step 15 resumes from its step-10 checkpoint when run again and writes the
+    artifact of an uninterrupted fit (its stop checks before the cut included); another configuration starts afresh."""
+    from safetensors.torch import load_file
+
+    import harness
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # the fault-injecting callback
+    a = argparse.Namespace(base=str(tiny_lfw_base), root=str(faces_root), steps=20, unlearn_args=TINY_UNLEARN,
+                           unlearn_config="configs/legato_lfw.yaml")
+    stop = harness.with_stop(a.unlearn_config, every_n_steps=5, num_samples=2, num_retain_samples=2,
+                             num_inference_steps=2)
+    kill = [*stop, "--trainer.callbacks+=fault_callbacks.KillAtStep", "--trainer.callbacks.step", "15"]
+    whole = harness.fit_unlearning(a, "George_W_Bush", tmp_path / "whole", stop)
+    assert whole["attempts"] == 1 and whole["steps_run"] == 20 and not (tmp_path / "whole" / "ckpt").exists()
+    monkeypatch.setattr(harness, "fit_key", lambda *_: "one fit")  # the cut attempt and its resumption are one fit
+    with pytest.raises(subprocess.CalledProcessError):
+        harness.fit_unlearning(a, "George_W_Bush", tmp_path / "cut", kill)
+    assert not (tmp_path / "cut" / "weights").exists() and (tmp_path / "cut" / "ckpt" / "last.ckpt").is_file()
+    resumed = harness.fit_unlearning(a, "George_W_Bush", tmp_path / "cut", stop)
+    assert resumed["attempts"] == 2 and resumed["steps_run"] == 20 and resumed["seconds_per_step"] > 0
+    assert not (tmp_path / "cut" / "ckpt").exists() and not (tmp_path / "cut" / "attempts.json").exists()
+    w, r = (load_file(tmp_path / run / "weights" / "adapters.safetensors") for run in ("whole", "cut"))
+    assert w.keys() == r.keys() and max((w[k] - r[k]).abs().max().item() for k in w) <= 1e-6
+    with pytest.raises(subprocess.CalledProcessError):
+        harness.fit_unlearning(a, "George_W_Bush", tmp_path / "other", kill)
+    monkeypatch.setattr(harness, "fit_key", lambda *_: "another fit")
+    assert harness.fit_unlearning(a, "George_W_Bush", tmp_path / "other", stop)["attempts"] == 1
 
 
 @pytest.mark.slow

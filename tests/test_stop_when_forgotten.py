@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors.torch import load_file
 
 from legato_pl.callbacks import StopWhenForgotten
 from legato_pl.data import IdentityDataModule
@@ -18,7 +20,8 @@ from conftest import TINY_IDENTITIES, pixel_encoder
 MAX_STEPS = 30
 
 
-def fit(base_dir, out, lr: float, method: str = "full", **stop) -> tuple[pl.Trainer, StopWhenForgotten, UnlearningModule]:
+def fit(base_dir, out, lr: float, method: str = "full", callbacks: tuple = (), ckpt_path: str | None = None,
+        **stop) -> tuple[pl.Trainer, StopWhenForgotten, UnlearningModule]:
     """Forget person_01 of the drawing base (it draws the synthetic people), judged by their colours: the full
     fine-tune forgets fastest there; the callback only sees the method's trainable parameters."""
     torch.manual_seed(0)
@@ -28,10 +31,10 @@ def fit(base_dir, out, lr: float, method: str = "full", **stop) -> tuple[pl.Trai
                               output_dir=str(out / "weights"))
     dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=8, identities=TINY_IDENTITIES,
                             num_synthetic_identities=4, synthetic_images_per_identity=16, heldout_fraction=0.25)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=MAX_STEPS, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", max_steps=MAX_STEPS, logger=False, enable_checkpointing=bool(callbacks),
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         callbacks=[callback])
-    trainer.fit(module, datamodule=dm)
+                         callbacks=[callback, *callbacks])
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return trainer, callback, module
 
 
@@ -73,6 +76,42 @@ def test_does_not_stop_before_the_forgotten_become_faces(drawing_base_dir, tmp_p
     assert callback.stopped_at is None and trainer.global_step == MAX_STEPS, "stopped on noise"
     _, loose, _ = fit(drawing_base_dir, tmp_path / "loose", lr=3e-3, min_face_rate=0.0)
     assert loose.stopped_at == gone[0]["step"]
+
+
+class _Cut(Exception):
+    pass
+
+
+class _CutAfter(pl.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise _Cut
+
+
+def test_a_resumed_fit_keeps_its_checks_and_best_state(drawing_base_dir, tmp_path):
+    """A fit cut after step 17 and resumed from its step-15 checkpoint makes the checks, the choice of the best
+    state and the artifact of the uninterrupted fit (the checks before the cut are in the checkpoint)."""
+    stop = {"lr": 3e-3, "method": "legato", "max_retain_drift": 1e-4, "num_retain_samples": 12}  # never stops
+    _, whole, _ = fit(drawing_base_dir, tmp_path / "whole", **stop)
+
+    def checkpoints():
+        return ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=5)
+
+    with pytest.raises(_Cut):
+        fit(drawing_base_dir, tmp_path / "cut", callbacks=(checkpoints(), _CutAfter(17)), **stop)
+    assert not (tmp_path / "cut" / "weights").exists()
+    _, resumed, _ = fit(drawing_base_dir, tmp_path / "cut", callbacks=(checkpoints(),),
+                        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), **stop)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history] == list(range(5, 31, 5))
+    assert all(r == pytest.approx(w, abs=1e-6) for r, w in zip(resumed.history, whole.history))
+    assert resumed.stopped_at is None and whole.stopped_at is None
+    best = min(whole.history, key=whole.rank)["step"]
+    assert best < MAX_STEPS, "the last state is best: the test cannot tell a kept best state from the last one"
+    a, b = (load_file(tmp_path / run / "weights" / "adapters.safetensors") for run in ("whole", "cut"))
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
 
 
 def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):

@@ -46,7 +46,7 @@ class StopWhenForgotten(Callback):
     state of the best check (lowest accuracy, then the others kept and faces drawn, then the highest ``rank_by``:
     most ``moved`` or most ``face_rate``, then the earliest) is restored before the artifact is written. Logs
     ``stop/accuracy``, ``stop/moved`` (and ``stop/retain_drift``, ``stop/face_rate``); :attr:`history` holds every
-    check.
+    check. Checkpoints carry the checks and the best state, so a resumed fit ends as an uninterrupted one does.
     """
 
     def __init__(
@@ -157,6 +157,23 @@ class StopWhenForgotten(Callback):
     def forgotten(self, result: dict[str, float]) -> bool:
         """The stopping rule: the people are gone and (when judged) the others are kept."""
         return result["accuracy"] <= self.max_accuracy and result["moved"] >= self.min_moved and self.kept(result)
+
+    @override
+    def state_dict(self) -> dict:
+        """The checks so far and the best state: a fit resumed from a checkpoint keeps choosing among all of them."""
+        best = None if self._best is None else {"key": list(self._best[0]), "params": self._best[1]}
+        return {"history": self.history, "stopped_at": self.stopped_at, "best": best}
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history, self.stopped_at = list(state_dict["history"]), state_dict["stopped_at"]
+        best = state_dict["best"]
+        self._best = None if best is None else (tuple(best["key"]), list(best["params"]))
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.stopped_at is not None:  # resumed from a checkpoint of a fit that had already stopped
+            trainer.should_stop = True
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
