@@ -138,6 +138,9 @@ METHODS = {
     # the config as it is (its stop included) with adapters after every stage: on Tony_Blair the stop fires at step 25
     # with the others still disturbed (results/all_stages_tony/), so not the default
     "legato_with_stop_all_stages": [ADAPTER + "stages", "all"],
+    # the config as it is (its stop included) at the paper's width, 4x the hidden units: capacity for many people at
+    # once (many_people.py, issue 28: at k = 20 the default width leaves 5.6% of the erased identified)
+    "legato_h256_with_stop": [ADAPTER + "hidden", "256"],
     # the others kept less
     "legato_eta2_retain3": [*NO_STOP, "--model.init_args.eta", "2.0", "--model.init_args.w_retain", "3.0"],
     "residual": [*NO_STOP, METHOD, "legato_pl.methods.Residual"],
