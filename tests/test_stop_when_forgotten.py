@@ -114,6 +114,22 @@ def test_a_resumed_fit_keeps_its_checks_and_best_state(drawing_base_dir, tmp_pat
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
 
 
+def test_a_fit_resumed_after_its_stop_stays_stopped(drawing_base_dir, tmp_path):
+    """Resumed from the checkpoint of the step it stopped at (the process cut before it ended), a fit trains no
+    further and writes the same artifact."""
+    def checkpoints():
+        return ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=5)
+
+    trainer, first, _ = fit(drawing_base_dir, tmp_path / "first", lr=3e-3, callbacks=(checkpoints(),))
+    assert first.stopped_at is not None and first.stopped_at < MAX_STEPS, "never stopped: nothing to resume after"
+    again, resumed, _ = fit(drawing_base_dir, tmp_path / "again", lr=3e-3, callbacks=(checkpoints(),),
+                            ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert again.global_step == first.stopped_at and resumed.history == first.history
+    a, b = (load_file(tmp_path / run / "weights" / "unet" / "diffusion_pytorch_model.safetensors")
+            for run in ("first", "again"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
     trainer, callback, module = fit(drawing_base_dir, tmp_path, lr=0.0)
     assert callback.stopped_at is None and trainer.global_step == MAX_STEPS
