@@ -109,7 +109,7 @@ def test_compare_methods_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, mo
                 lo, hi = r[f"{key}_ci"]
                 assert lo - 1e-9 <= r[key] <= hi + 1e-9, key
             assert r["heldout_fraction"] == 0.3
-    assert not list((tmp_path / "work").rglob("*.ckpt"))  # no checkpoints: the fits only need their weights
+    assert not list((tmp_path / "work").rglob("*.ckpt"))  # no checkpoints left: a finished fit only needs its weights
     assert (tmp_path / "results" / "compare_methods_tradeoff.png").stat().st_size > 1000
     md = (tmp_path / "results" / "compare_methods.md").read_text()
     assert "| legato_nocond |" in md.split("## One factor at a time (George_W_Bush")[1]  # the ablations' verdicts

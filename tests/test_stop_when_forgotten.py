@@ -78,6 +78,11 @@ def test_does_not_stop_before_the_forgotten_become_faces(drawing_base_dir, tmp_p
     assert loose.stopped_at == gone[0]["step"]
 
 
+def _checkpoints(dirpath) -> ModelCheckpoint:
+    """The last state every 5 steps (every check's step), what a resumed fit starts from."""
+    return ModelCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=5)
+
+
 class _Cut(Exception):
     pass
 
@@ -97,13 +102,10 @@ def test_a_resumed_fit_keeps_its_checks_and_best_state(drawing_base_dir, tmp_pat
     stop = {"lr": 3e-3, "method": "legato", "max_retain_drift": 1e-4, "num_retain_samples": 12}  # never stops
     _, whole, _ = fit(drawing_base_dir, tmp_path / "whole", **stop)
 
-    def checkpoints():
-        return ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=5)
-
     with pytest.raises(_Cut):
-        fit(drawing_base_dir, tmp_path / "cut", callbacks=(checkpoints(), _CutAfter(17)), **stop)
+        fit(drawing_base_dir, tmp_path / "cut", callbacks=(_checkpoints(tmp_path / "ckpt"), _CutAfter(17)), **stop)
     assert not (tmp_path / "cut" / "weights").exists()
-    _, resumed, _ = fit(drawing_base_dir, tmp_path / "cut", callbacks=(checkpoints(),),
+    _, resumed, _ = fit(drawing_base_dir, tmp_path / "cut", callbacks=(_checkpoints(tmp_path / "ckpt"),),
                         ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), **stop)
     assert [r["step"] for r in resumed.history] == [r["step"] for r in whole.history] == list(range(5, 31, 5))
     assert all(r == pytest.approx(w, abs=1e-6) for r, w in zip(resumed.history, whole.history))
@@ -117,12 +119,9 @@ def test_a_resumed_fit_keeps_its_checks_and_best_state(drawing_base_dir, tmp_pat
 def test_a_fit_resumed_after_its_stop_stays_stopped(drawing_base_dir, tmp_path):
     """Resumed from the checkpoint of the step it stopped at (the process cut before it ended), a fit trains no
     further and writes the same artifact."""
-    def checkpoints():
-        return ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=5)
-
-    trainer, first, _ = fit(drawing_base_dir, tmp_path / "first", lr=3e-3, callbacks=(checkpoints(),))
+    trainer, first, _ = fit(drawing_base_dir, tmp_path / "first", lr=3e-3, callbacks=(_checkpoints(tmp_path / "ckpt"),))
     assert first.stopped_at is not None and first.stopped_at < MAX_STEPS, "never stopped: nothing to resume after"
-    again, resumed, _ = fit(drawing_base_dir, tmp_path / "again", lr=3e-3, callbacks=(checkpoints(),),
+    again, resumed, _ = fit(drawing_base_dir, tmp_path / "again", lr=3e-3, callbacks=(_checkpoints(tmp_path / "ckpt"),),
                             ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert again.global_step == first.stopped_at and resumed.history == first.history
     a, b = (load_file(tmp_path / run / "weights" / "unet" / "diffusion_pytorch_model.safetensors")
