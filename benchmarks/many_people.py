@@ -4,6 +4,7 @@
     python benchmarks/many_people.py --methods legato --ks 1 5 10 20 --stacked --t2i-ks  # legato only, no stack
     python benchmarks/many_people.py --update --ks --stacked --t2i-ks --warm 1 5 10  # add warm-started requests
     python benchmarks/many_people.py --update --ks --stacked --t2i-ks --warm 1 5 10 --stop-per-person 16
+    python benchmarks/many_people.py --update --methods --ks --t2i-ks --stacked 5 10 --request-steps 50
 
 People: the base's people minus the dev people the configs were tuned on (George_W_Bush, Tony_Blair,
 Serena_Williams), drawn in a seeded order (``--seed``); the k erased are the first k of that order, so k = 1 is
@@ -21,6 +22,8 @@ of 1..N requests trained one step each: what a deployed stack costs per sampling
 person so far in ``forget`` (``model.warm_start``): the deployed model stays one request, scored and timed like the
 stack. The config's stop checks 32 samples in all, about 6 per person at k = 5; ``--stop-per-person 16`` makes it
 check as many of each erased person as the score does (fits cached apart, rows labelled).
+``--request-steps N`` caps every stacked and warm request at N steps (a chain of ten 300-step requests takes ~9 h of
+CPU); its runs are cached apart and its rows keyed ``k_stepsN`` beside the uncapped ones.
 **Text-to-image** (``t2i``): legato (``configs/legato_t2i_lfw.yaml``) erases the first k names from the text-to-image
 LFW base (``--t2i-base``, pretrained with ``configs/pretrain_t2i_lfw.yaml`` when missing) in one fit; samples from the
 name prompts of the config's templates.
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="legato fits keeping the config's stop (one fit's legato, stacked and warm requests) check at "
                         "least N samples of each erased person (StopWhenForgotten.min_samples_per_person; 0: the "
                         "config's stop as it is); their runs are cached apart")
+    p.add_argument("--request-steps", type=int, default=0, metavar="N",
+                   help="cap every stacked and warm-started request at N steps (0: --steps); their runs are cached "
+                        "apart and their rows keyed k_stepsN, beside the rows of uncapped requests")
     p.add_argument("--stack-cost", type=int, default=0, metavar="N",
                    help="sampling cost of stacks of 1..N requests trained one step each (cost only: the adapters' "
                         "weights do not change the compute)")
@@ -209,6 +215,14 @@ def stop_tag(stop_per_person: int) -> str:
     return f"_stop{stop_per_person}" if stop_per_person else ""
 
 
+def capped_requests(a: argparse.Namespace) -> tuple[argparse.Namespace, str]:
+    """The fit arguments of stacked and warm requests (``--request-steps`` for ``--steps`` when set) and the suffix
+    of their cache directories and row keys ("" uncapped)."""
+    if not a.request_steps:
+        return a, ""
+    return argparse.Namespace(**{**vars(a), "steps": a.request_steps}), f"_steps{a.request_steps}"
+
+
 def scored(judge: Judge, run: Path, artifact: Path, erased: list[str], extra: dict) -> dict:
     """The cached score in ``run/score.json`` or a new one (made with the fit's base fingerprint)."""
     file = run / "score.json"
@@ -227,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"command": command, "commit": git_commit(), "people_order": [], **{s: {} for s in SECTIONS}}
     made: list[tuple[list[str], str, dict]] = []
 
-    def record(section: list[str], k: int, row: dict) -> None:
+    def record(section: list[str], k: int | str, row: dict) -> None:
         made.append((section, str(k), {**row, "command": command}))
         write_results(a, merged())
 
@@ -254,13 +268,16 @@ def main(argv: list[str] | None = None) -> dict:
             fit = cached_fit(a, json.dumps(people[:k]), run, extra)
             record(["one_fit", method], k, scored(judge, run, run / "weights", people[:k], cost(fit, run, per_person)))
 
+    request_args, cap = capped_requests(a)
     for section, requests, sizes in (("stacked", stack_requests, a.stacked), ("warm", warm_requests, a.warm)):
         if not sizes:
             continue
-        for k, run, fit in requests(a, work / f"{section}{stop_tag(a.stop_per_person)}", people[:max(sizes)]):
+        root = work / f"{section}{stop_tag(a.stop_per_person)}{cap}"
+        for k, run, fit in requests(request_args, root, people[:max(sizes)]):
             if k in sizes:  # the deployed model after k requests, scored and timed
-                record([section], k, scored(judge, run, run / "weights", people[:k], {
+                record([section], f"{k}{cap}", scored(judge, run, run / "weights", people[:k], {
                     **cost(fit, run, a.stop_per_person), "request_seconds_total": fit.get("wall_time_s"),
+                    **({"request_max_steps": a.request_steps} if cap else {}),
                     "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
 
     if a.stack_cost:  # the cost of a deployed stack of k requests, k = 1..N
@@ -307,8 +324,9 @@ def kept_rows(a: argparse.Namespace, out: dict) -> dict:
     if not file.is_file():
         return out
     before = json.loads(file.read_text())
-    remade = {("one_fit", m, str(k)) for m in a.methods for k in a.ks} | {("stacked", str(k)) for k in a.stacked}
-    remade |= {("warm", str(k)) for k in a.warm}
+    cap = capped_requests(a)[1]
+    remade = {("one_fit", m, str(k)) for m in a.methods for k in a.ks} | {("stacked", f"{k}{cap}") for k in a.stacked}
+    remade |= {("warm", f"{k}{cap}") for k in a.warm}
     remade |= {("t2i", str(k)) for k in a.t2i_ks} | {("stack_cost", str(k + 1)) for k in range(a.stack_cost)}
 
     def kept(path: tuple, rows: dict) -> dict:
@@ -345,16 +363,18 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
     header = ["method", "k", *COLUMNS, "moved_erased", "trainable_params", "steps", "seconds_per_step",
               "peak_rss_mb", "seconds_total"]
 
-    def row(label: str, k, r: dict) -> list:
+    def row(label: str, r: dict) -> list:
         kept = f"{with_interval(r, 'acc_kept')} ({r['acc_kept_before']:.3f})"
         if r.get("stop_per_person"):
             label += f" (stop: {r['stop_per_person']} per person)"
-        return [label, k, with_interval(r, "acc_erased"), kept, with_interval(r, "FD_pre"),
+        if r.get("request_max_steps"):
+            label += f" (<= {r['request_max_steps']} steps a request)"
+        return [label, len(r["people"]), with_interval(r, "acc_erased"), kept, with_interval(r, "FD_pre"),
                 with_interval(r, "face_rate_erased"), f"{r['moved_erased']:.2f}", f"{r['trainable_params']:,}",
                 r.get("steps_run"), r.get("seconds_per_step"), r.get("peak_rss_mb"), r.get("seconds_total")]
 
     md += ["## One fit for k people", ""]
-    md += markdown_table(header, [row(m, k, r) for m, ks in out["one_fit"].items() for k, r in ks.items()])
+    md += markdown_table(header, [row(m, r) for m, ks in out["one_fit"].items() for r in ks.values()])
     for section, label, title in (
         ("stacked", "legato stack", ["## k requests stacked (legato, one person each)"]),
         ("warm", "legato warm", ["## k requests warm-started (legato, one person each, `model.warm_start`)", "",
@@ -362,8 +382,8 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
                                  "artifact, whatever k."])):
         md += ["", *title, ""]
         md += markdown_table([*header, "sampling step vs base"],
-                             [[*row(label, k, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
-                              for k, r in out[section].items()])
+                             [[*row(label, r), f"{r['sampling_seconds_per_step_vs_base']:.2f}"]
+                              for r in out[section].values()])
     if out["stack_cost"]:
         md += ["", "Sampling cost of a deployed stack of k requests against the base (one guided DDIM step of 8 samples, "
                "the median of 7 ratios, stack and base timed alternately; requests trained one step each: the compute does not "
@@ -374,7 +394,7 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
     if out["t2i"]:
         largest = max(out["t2i"].values(), key=lambda r: len(r["people"]))["people"]
         md += [f"Names erased, the first k of: {', '.join(largest)}.", ""]
-        md += markdown_table(header, [row("legato t2i", k, r) for k, r in out["t2i"].items()])
+        md += markdown_table(header, [row("legato t2i", r) for r in out["t2i"].values()])
     else:
         md += ["Not run (`--t2i-ks`)."]
     return write_report(a.out, "many_people", out, md)

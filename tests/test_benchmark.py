@@ -478,6 +478,22 @@ def test_many_people_stop_per_person_reaches_legato_fits_but_not_the_baselines()
     assert stop_overrides(build_parser().parse_args([]), ["--x", "1"]) == (["--x", "1"], 0) and stop_tag(0) == ""
 
 
+def test_many_people_request_steps_caps_the_requests_and_keys_their_rows_apart(tmp_path):
+    """--request-steps N fits stacked and warm requests for N steps, caches them apart and keys their rows k_stepsN,
+    so --update replaces only the capped rows and keeps the uncapped ones."""
+    from many_people import build_parser, capped_requests, kept_rows
+
+    a = build_parser().parse_args(["--out", str(tmp_path), "--request-steps", "50", "--stacked", "5", "--warm", "5"])
+    request_args, cap = capped_requests(a)
+    assert (request_args.steps, a.steps, cap) == (50, 300, "_steps50")
+    uncapped = build_parser().parse_args([])
+    assert capped_requests(uncapped) == (uncapped, "")
+    rows = {"5": {"acc_erased": 0.0}, "5_steps50": {"acc_erased": 0.5}}
+    (tmp_path / "many_people.json").write_text(json.dumps({"command": "old", "stacked": rows, "warm": rows}))
+    kept = kept_rows(a, {"one_fit": {}})
+    assert set(kept["stacked"]) == set(kept["warm"]) == {"5"}
+
+
 def test_field_reach_reads_zero_for_an_untrained_artifact_and_more_for_a_trained_one(tiny_lfw_base, tmp_path,
                                                                                       faces_root, monkeypatch):
     """benchmarks/field_reach.py: an artifact at its init (the identity) acts nowhere; a moved one acts."""
