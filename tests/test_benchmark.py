@@ -222,6 +222,14 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     assert updated["stack_cost"]["2"]["command"] == first
     assert updated["people_order"] == people
     assert "rows of earlier runs kept by --update" in (tmp_path / "results" / "many_people.md").read_text()
+    # --request-steps: a capped chain beside the uncapped one, its rows keyed apart
+    main([*args, "--exclude", "--update", "--methods", "--ks", "--t2i-ks", "--stacked", "2", "--request-steps", "1",
+          "--erased-samples", "2", "--resamples", "20"])
+    capped = json.loads((tmp_path / "results" / "many_people.json").read_text())
+    assert set(capped["stacked"]) == {"1", "2", "2_steps1"} and capped["stacked"]["2"] == updated["stacked"]["2"]
+    assert capped["stacked"]["2_steps1"]["request_max_steps"] == 1 and capped["stacked"]["2_steps1"]["steps_run"] == 1
+    assert (tmp_path / "work" / "stacked_steps1" / "request2" / "weights" / "legato_method.json").is_file()
+    assert "(<= 1 steps a request)" in (tmp_path / "results" / "many_people.md").read_text()
 
 
 @pytest.mark.slow
