@@ -51,6 +51,19 @@ def tiny(method: str = "legato"):
     return functools.partial(ode, adapter={"hidden": 8}) if ode else method
 
 
+def saved_bytes(fn, *args):
+    """``fn(*args)`` and the bytes of the distinct storages autograd saved for its backward."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn(*args)
+    return result, sum(seen.values())
+
+
 def randomize_(module: torch.nn.Module, scale: float = 0.1, seed: int = 1) -> None:
     """Give every parameter random values (so zero-initialised adapters do something)."""
     g = torch.Generator().manual_seed(seed)

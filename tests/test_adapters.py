@@ -10,7 +10,7 @@ import torch
 from legato_pl import LegatoInputError, ODEAdapterConfig, attach_adapters, load_adapters, save_adapters
 from legato_pl.adapters.layer import ODEAdapter, time_grid
 
-from conftest import randomize_, tiny_condition_unet, tiny_unet
+from conftest import randomize_, saved_bytes, tiny_condition_unet, tiny_unet
 
 
 def _inputs(unet, seed: int = 0):
@@ -139,7 +139,7 @@ def test_euler_states_and_gradients_equal_torchdiffeq(strength):
     h0 = torch.randn(2, 4, 5, 5)
     t = torch.tensor(time_grid(strength * 1.6, 0.4))
     grads = []
-    for solve in (euler, lambda f, h, grid: odeint(f, h, grid, method="euler")):
+    for solve in (lambda f, h, grid: torch.stack(euler(f, h, grid)), lambda f, h, grid: odeint(f, h, grid, method="euler")):
         adapter.zero_grad()
         states = solve(adapter.field, h0, t)
         (states[-1].square().mean() + (states[1:] - states[:-1]).square().mean()).backward()
@@ -148,6 +148,42 @@ def test_euler_states_and_gradients_equal_torchdiffeq(strength):
     assert torch.equal(states, states_ref)
     for g, g_ref in zip(ours, theirs):
         torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["euler", "dopri5"])
+def test_end_state_is_its_own_tensor_not_a_view_of_the_path(method):
+    """The UNet saves the adapter's output for backward: as a view of the stacked states it would keep them all."""
+    adapter = ODEAdapter(4, ODEAdapterConfig(hidden=8, method=method))
+    randomize_(adapter, scale=0.3)
+    h, states = adapter(torch.randn(2, 4, 5, 5, requires_grad=True), 1.0)
+    assert torch.equal(h, states[-1])
+    assert h.untyped_storage().data_ptr() != states.untyped_storage().data_ptr()
+
+
+def test_a_frozen_adapter_keeps_only_its_input_and_integrates_again_in_backward(monkeypatch):
+    """An earlier request under a new one: gradients pass through it, its states are recomputed, not kept."""
+    import legato_pl.adapters.layer as layer
+
+    torch.manual_seed(0)
+    frozen = ODEAdapter(4, ODEAdapterConfig(hidden=64, condition="timestep")).requires_grad_(False)
+    randomize_(frozen, scale=0.3)
+    h0 = torch.randn(2, 4, 6, 6)
+    condition = frozen.condition_from(torch.tensor([3, 70]), None, 2)
+    scale = torch.ones(1, 4, 1, 1, requires_grad=True)  # a trainable layer before the frozen adapter
+    runs = {}
+    for recompute in (True, False):
+        if not recompute:
+            monkeypatch.setattr(layer, "recompute_in_backward", lambda adapter, h: False)
+        scale.grad = None
+        loss, nbytes = saved_bytes(lambda h: frozen(h * scale, 1.0, condition)[0].square().sum(), h0)
+        loss.backward()
+        runs[recompute] = (nbytes, scale.grad.clone())
+    (kept_bytes, grad), (all_bytes, grad_ref) = runs[True], runs[False]
+    assert torch.equal(grad, grad_ref)  # recomputing is exact
+    # h0 and h0 * scale (the product's and the adapter's input), the loss's square and the condition; without
+    # recomputing, also 4 Euler steps of 64 hidden channels
+    assert kept_bytes <= 4 * h0.nbytes and all_bytes > 20 * kept_bytes
+    assert frozen.field.condition is None
 
 
 def test_adaptive_solver_matches_exponential():

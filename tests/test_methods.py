@@ -213,6 +213,23 @@ def test_a_stack_loads_whole_from_its_last_artifact(tiny_base_dir, tmp_path):
             str(tmp_path / "first_moved"), str(tmp_path / "second")])  # second already holds first
 
 
+def test_a_request_on_a_stack_trains_in_the_memory_of_one_on_the_base(tiny_base_dir, tmp_path):
+    """Backprop passes through the frozen earlier requests without keeping their ODE states (they integrate again
+    in the backward pass): a training step saves about what it saves on the bare base."""
+    from legato_pl import ODEAdapterConfig, attach_adapters, save_adapters
+
+    from conftest import randomize_, saved_bytes
+
+    first = attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=64))
+    randomize_(first, scale=0.2)
+    save_adapters(first, tmp_path / "first")
+    saved = {}
+    for previous in ([], [str(tmp_path / "first")]):
+        module = UnlearningModule(str(tiny_base_dir), method=tiny(), previous_adapters=previous)
+        saved[len(previous)] = saved_bytes(lambda m: m.total_loss(m.compute_losses(_batch())), module)[1]
+    assert saved[1] < 1.1 * saved[0]
+
+
 @pytest.mark.parametrize("damage", ["missing", "changed"])
 def test_a_stack_with_a_missing_or_changed_part_is_refused(tiny_base_dir, tmp_path, damage):
     import shutil

@@ -7,6 +7,7 @@ import math
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torchdiffeq import odeint, odeint_adjoint
 
 from legato_pl.adapters.config import ODEAdapterConfig
@@ -25,15 +26,15 @@ def time_grid(end: float, step: float) -> list[float]:
     return points
 
 
-def euler(field: nn.Module, h: Tensor, t: Tensor) -> Tensor:
-    """States ``[len(t), ...]`` of explicit Euler on the grid ``t``: torchdiffeq's ``method="euler"`` step for
-    step (``h + (t1 - t0) * f(t0, h)``, bit-identical), without its preallocated solution tensor, whose
-    per-step slice writes cost the backward a copy of every state at every step."""
+def euler(field: nn.Module, h: Tensor, t: Tensor) -> list[Tensor]:
+    """The ``len(t)`` states of explicit Euler on the grid ``t``: torchdiffeq's ``method="euler"`` step for step
+    (``h + (t1 - t0) * f(t0, h)``, bit-identical), without its preallocated solution tensor, whose per-step slice
+    writes cost the backward a copy of every state at every step."""
     states = [h]
     for t0, t1 in zip(t[:-1], t[1:]):
         h = h + (t1 - t0).to(h.dtype) * field(t0, h)  # the step in the grid's fp32, then the state's dtype
         states.append(h)
-    return torch.stack(states)
+    return states
 
 
 class VectorField(nn.Module):
@@ -101,15 +102,31 @@ class ODEAdapter(nn.Module):
         # the grid in fp32 at least whatever the state's dtype: in bf16 0.4 and 0.4008 (strength 0.2505) are one number
         grid_dtype = torch.promote_types(h.dtype, torch.float32)
         t = torch.tensor(time_grid(strength * cfg.t_end, cfg.step_size), dtype=grid_dtype, device=h.device)
+        if not cfg.adjoint and recompute_in_backward(self, h):  # the field draws no random numbers: no RNG to replay
+            return checkpoint(self._integrate, h, t, condition, use_reentrant=False, preserve_rng_state=False)
+        return self._integrate(h, t, condition)
+
+    def _integrate(self, h: Tensor, t: Tensor, condition: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The end state and the stacked states. The end state is its own tensor, not a view of the stack: the
+        UNet's next layers save it for backward, and a view would keep every state of the path alive with it."""
+        cfg = self.config
         solve = odeint_adjoint if cfg.adjoint else odeint
         # fixed-grid solvers step exactly between the grid points we asked for; tolerances steer adaptive ones
         self.field.condition = condition
         try:
             if cfg.method == "euler" and not cfg.adjoint:
                 states = euler(self.field, h, t)
-            else:
-                states = solve(self.field, h, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol)
+                return states[-1], torch.stack(states)
+            states = solve(self.field, h, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol)
+            return states[-1].clone(), states
         finally:
             if not cfg.adjoint:  # the adjoint's backward pass calls the field again
                 self.field.condition = None
-        return states[-1], states
+
+
+def recompute_in_backward(adapter: nn.Module, h: Tensor) -> bool:
+    """A frozen adapter (an earlier request under a new one) that gradients pass through keeps only its input and
+    integrates again in the backward pass: without this, each request in a stack adds its ODE states to the memory
+    of training the next one (a step on a stack of nine on the 32x32 LFW base saved 3.1 GB for backward, 1.0 GB
+    with it; 0.76 GB on the bare base)."""
+    return torch.is_grad_enabled() and h.requires_grad and not any(p.requires_grad for p in adapter.parameters())
