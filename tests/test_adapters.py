@@ -92,6 +92,10 @@ def test_trajectory_states_follow_strength_and_grid():
     adapters.strength = 0.5
     _out(unet, inputs)
     assert all(s.shape[0] == 3 for s in adapters.trajectory_states().values())
+    expected = _out(unet, inputs)
+    adapters.record_states = False  # a request frozen under later ones: the same output, no path kept
+    assert adapters.trajectory_states() == {} and torch.equal(_out(unet, inputs), expected)
+    assert adapters.trajectory_states() == {}
     assert time_grid(0.3 * 1.6, 0.4) == pytest.approx([0.0, 0.4, 0.48])
     assert time_grid(1.6, 0.4) == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6])
 

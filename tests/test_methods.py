@@ -103,6 +103,8 @@ def test_sequential_request_trains_on_top_of_frozen_previous_adapters(tiny_base_
     assert {id(p) for p in module.method.trainable_parameters()} == {id(p) for p in module.adapters.parameters()}
     _train(module, steps=2)
     assert all(torch.equal(v, previous[k]) for k, v in module.previous_adapters.state_dict().items())
+    # the trajectory term reads the new adapters' path; the frozen request's is not kept
+    assert module.method.trajectory_states() and not module.previous_adapters[0].trajectory_states()
     assert any(p.abs().sum() > 0 for n, p in module.adapters.named_parameters() if ".out." in n)
     # the sample CLI path: the second artifact alone is the stack; at strength 0 it is the first request alone
     from legato_pl.cli.sample import sample_grid
@@ -197,6 +199,7 @@ def test_a_stack_loads_whole_from_its_last_artifact(tiny_base_dir, tmp_path):
             load_method(first_only, tmp_path / "second" / "stack" / "0")
             assert torch.equal(unet(x, t, class_labels=y).sample, first_only(x, t, class_labels=y).sample)
     assert len(method.earlier) == 1 and all(not p.requires_grad for p in method.earlier[0].parameters())
+    assert method.trajectory_states() and not method.earlier[0].trajectory_states()  # no path kept below the top
     # a third request on top of the second: one artifact, three requests, each kept once
     module = UnlearningModule(str(tiny_base_dir), method=tiny(), lr=1e-2, previous_adapters=[str(tmp_path / "second")])
     _train(module, steps=1)

@@ -95,18 +95,20 @@ class ODEAdapter(nn.Module):
             return embedding.expand(batch, -1) if embedding.shape[0] == 1 else embedding
         return None
 
-    def forward(self, h: Tensor, strength: float = 1.0, condition: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, strength: float = 1.0, condition: Tensor | None = None,
+                path: bool = True) -> tuple[Tensor, Tensor | None]:
+        """The end state and the states ``[steps + 1, ...]`` visited (``None`` with ``path=False``: not stacked)."""
         if strength <= 0.0:
-            return h, h.unsqueeze(0)
+            return h, h.unsqueeze(0) if path else None
         cfg = self.config
         # the grid in fp32 at least whatever the state's dtype: in bf16 0.4 and 0.4008 (strength 0.2505) are one number
         grid_dtype = torch.promote_types(h.dtype, torch.float32)
         t = torch.tensor(time_grid(strength * cfg.t_end, cfg.step_size), dtype=grid_dtype, device=h.device)
         if not cfg.adjoint and recompute_in_backward(self, h):  # the field draws no random numbers: no RNG to replay
-            return checkpoint(self._integrate, h, t, condition, use_reentrant=False, preserve_rng_state=False)
-        return self._integrate(h, t, condition)
+            return checkpoint(self._integrate, h, t, condition, path, use_reentrant=False, preserve_rng_state=False)
+        return self._integrate(h, t, condition, path)
 
-    def _integrate(self, h: Tensor, t: Tensor, condition: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _integrate(self, h: Tensor, t: Tensor, condition: Tensor | None, path: bool) -> tuple[Tensor, Tensor | None]:
         """The end state and the stacked states. The end state is its own tensor, not a view of the stack: the
         UNet's next layers save it for backward, and a view would keep every state of the path alive with it."""
         cfg = self.config
@@ -116,9 +118,9 @@ class ODEAdapter(nn.Module):
         try:
             if cfg.method == "euler" and not cfg.adjoint:
                 states = euler(self.field, h, t)
-                return states[-1], torch.stack(states)
+                return states[-1], torch.stack(states) if path else None
             states = solve(self.field, h, t, method=cfg.method, rtol=cfg.rtol, atol=cfg.atol)
-            return states[-1].clone(), states
+            return states[-1].clone(), states if path else None
         finally:
             if not cfg.adjoint:  # the adjoint's backward pass calls the field again
                 self.field.condition = None

@@ -100,6 +100,7 @@ class ODEAdapters(StrengthKnob, nn.Module):
         self._strength = 1.0
         self._enabled = True
         self._states: dict[str, Tensor] = {}
+        self._record_states = True
         self._handles: list[Any] = []
         self._timestep: Tensor | None = None
         self._prompt: Tensor | None = None
@@ -135,8 +136,9 @@ class ODEAdapters(StrengthKnob, nn.Module):
                 temb = torch.cat([temb, self._prompt.to(temb.dtype).expand(temb.shape[0], -1)], dim=1)
             condition = adapter.condition_from(self._timestep, temb, h.shape[0])
             dtype = adapter.field.inp.weight.dtype  # fp32 adapters on a half-precision base: in and out casts
-            h_new, states = adapter(h.to(dtype), self._strength, condition)
-            self._states[name] = states
+            h_new, states = adapter(h.to(dtype), self._strength, condition, path=self._record_states)
+            if states is not None:
+                self._states[name] = states
             h_new = h_new.to(h.dtype)
             if h_new.stride() != h.stride():  # keep the memory layout, so downstream kernels are unchanged
                 h_new = torch.empty_like(h).copy_(h_new)
@@ -166,8 +168,22 @@ class ODEAdapters(StrengthKnob, nn.Module):
         return [round(t / cfg.t_end, 6) for t in time_grid(cfg.t_end, cfg.step_size)]
 
     def trajectory_states(self) -> dict[str, Tensor]:
-        """States ``[steps + 1, B, C, H, W]`` visited by each adapter in the last adapted forward."""
+        """States ``[steps + 1, B, C, H, W]`` visited by each adapter in the last adapted forward (none while
+        :attr:`record_states` is off)."""
         return dict(self._states)
+
+    @property
+    def record_states(self) -> bool:
+        """Keep each forward's path for :meth:`trajectory_states` (the trajectory term reads it). Off for a request
+        frozen under later ones: each adapter's path (every state of the batch) would stay in memory until its next
+        call, a stack's worth of them while the deployed model samples."""
+        return self._record_states
+
+    @record_states.setter
+    def record_states(self, on: bool) -> None:
+        self._record_states = bool(on)
+        if not on:
+            self._states = {}
 
     def remove(self) -> nn.Module:
         """Remove the hooks: the UNet behaves exactly as before attaching. Returns the UNet."""

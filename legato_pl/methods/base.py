@@ -81,6 +81,10 @@ class UnlearningMethod(StrengthKnob, nn.Module):
     def trajectory_states(self) -> dict[str, Tensor]:
         return {}
 
+    def stop_recording_states(self) -> None:
+        """A later request is stacked on this one: nothing reads its trajectory any more (ODE methods stop keeping
+        the states they visit)."""
+
     # the strength knob (``strength``, ``at_strength`` from StrengthKnob) -----------------------------
     def _apply_strength(self, value: float) -> None:
         self.set_strength(value)
@@ -201,6 +205,8 @@ def load_method(unet: nn.Module, path: str | Path, strength: float = 1.0) -> Unl
     cls = _registered().get(meta["method"]) or _import_class(meta.get("class", meta["method"]))
     _check_base(meta, unet, cls, path)
     earlier = [load_method(unet, Path(path) / e["dir"], strength=1.0) for e in verified_stack(Path(path), meta)]
+    for part in earlier:
+        part.stop_recording_states()
     method = cls(unet, **meta.get("options", {}))
     method.earlier, method.on_top_of = earlier, [str(Path(path) / e["dir"]) for e in meta.get("stack", [])]
     method.load_weights(Path(path))

@@ -44,6 +44,9 @@ class Legato(UnlearningMethod):
     def trajectory_states(self) -> dict[str, Tensor]:
         return self.adapters.trajectory_states()
 
+    def stop_recording_states(self) -> None:
+        self.adapters.record_states = False
+
     def set_strength(self, value: float) -> None:
         self.adapters.strength = value
 

@@ -177,6 +177,7 @@ class UnlearningModule(pl.LightningModule):
             if not earlier.stackable:
                 raise LegatoInputError(f"previous_adapters: {path} is a {earlier.name or type(earlier).__name__} "
                                        "artifact; only ODE adapter requests (legato, residual) stack")
+            earlier.stop_recording_states()
         self.method: UnlearningMethod = build_method(method, self.unet)
         if previous_adapters and not self.method.stackable:
             raise LegatoInputError(f"previous_adapters stack ODE adapters: {self.method_label} cannot train on top of them")
