@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -241,9 +242,11 @@ def draw_test_people(names: list[str], n: int = 3, seed: int = SPLIT_SEED) -> li
     return random.Random(seed).sample(sorted(set(names) - set(DEV_PEOPLE)), n)
 
 
+@functools.cache
 def git_commit() -> str:
     """The commit of the code that makes a result (``-dirty`` when tracked files other than the results differ
-    from it: a benchmark rewriting its own results files does not make its code dirty)."""
+    from it: a benchmark rewriting its own results files does not make its code dirty). Read once, when a
+    benchmark first asks (at its start): a commit made while it runs does not relabel the code it loaded."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 

@@ -528,3 +528,17 @@ def test_field_reach_reads_zero_for_an_untrained_artifact_and_more_for_a_trained
     for key in ("loss_base", "distance_from_own"):  # one base, one inversion on it, whatever the artifact
         assert init["inverted on the base"][key] == moved["inverted on the base"][key]
     assert (tmp_path / "results" / "field_reach.md").is_file()
+
+
+def test_git_commit_is_the_code_a_run_loaded_not_a_later_commit(monkeypatch):
+    """A benchmark scores for an hour; a commit made meanwhile must not relabel its rows."""
+    import harness
+
+    heads = iter(["a" * 40, "", "b" * 40, ""])  # rev-parse HEAD, then status --porcelain, at each read
+    monkeypatch.setattr(harness.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, next(heads), ""))
+    harness.git_commit.cache_clear()
+    try:
+        assert harness.git_commit() == "a" * 40
+        assert harness.git_commit() == "a" * 40  # HEAD moved to b...: still the code this process loaded
+    finally:
+        harness.git_commit.cache_clear()
