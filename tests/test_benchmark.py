@@ -542,3 +542,16 @@ def test_git_commit_is_the_code_a_run_loaded_not_a_later_commit(monkeypatch):
         assert harness.git_commit() == "a" * 40  # HEAD moved to b...: still the code this process loaded
     finally:
         harness.git_commit.cache_clear()
+
+
+def test_stack_memory_counts_what_a_stack_holds(tmp_path):
+    """Training on a stack saves about what training on the base does; frozen requests keeping their states would
+    add to it, and a deployed stack holds only its top request's path."""
+    import stack_memory
+
+    out = stack_memory.main(["--depths", "0", "2", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    bare, stack = out["depths"]["0"], out["depths"]["2"]
+    assert bare["train_saved_mb"] == bare["train_saved_mb_kept"]  # nothing frozen to recompute
+    assert stack["train_saved_mb"] < 1.1 * bare["train_saved_mb"] < stack["train_saved_mb_kept"]
+    assert stack["sampling_paths_mb_every_part"] == pytest.approx(2 * stack["sampling_paths_mb"])
+    assert (tmp_path / "stack_memory.md").is_file()
