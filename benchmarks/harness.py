@@ -242,6 +242,21 @@ def draw_test_people(names: list[str], n: int = 3, seed: int = SPLIT_SEED) -> li
     return random.Random(seed).sample(sorted(set(names) - set(DEV_PEOPLE)), n)
 
 
+def saved_bytes(fn, *args):
+    """``fn(*args)`` and the bytes of the distinct storages autograd saved for its backward (exact, not timed)."""
+    import torch
+
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn(*args)
+    return result, sum(seen.values())
+
+
 @functools.cache
 def git_commit() -> str:
     """The commit of the code that makes a result (``-dirty`` when tracked files other than the results differ

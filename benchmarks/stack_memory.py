@@ -26,7 +26,7 @@ import torch
 import yaml
 from scaling import make_random_base
 
-from harness import FACES, command_line, git_commit, markdown_table, write_report
+from harness import FACES, command_line, git_commit, markdown_table, saved_bytes, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "benchmarks" / "configs" / "legato_lfw_stranger.yaml"
@@ -42,17 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def saved_mb(module, batch: dict) -> float:
-    """MB of the distinct storages autograd saves for the backward of one training step of ``module``."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = module.total_loss(module.compute_losses(batch, noise_step=0))
+    """MB autograd saves for the backward of one training step of ``module`` (:func:`harness.saved_bytes`)."""
+    loss, nbytes = saved_bytes(lambda: module.total_loss(module.compute_losses(batch, noise_step=0)))
     loss.backward()
-    return sum(seen.values()) / 2**20
+    return nbytes / 2**20
 
 
 def paths_mb(methods) -> float:
@@ -101,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
                     row["sampling_paths_mb_every_part"] = paths_mb(parts)
             rows[str(depth)] = row
             print(depth, {k: round(v) for k, v in row.items()}, flush=True)
+        if depth == max(a.depths):
+            break  # no request goes on top of the deepest stack measured
         torch.manual_seed(depth)
         for p in module.method.trainable_parameters():  # a trained request's adapters: random, not zero
             torch.nn.init.normal_(p, std=0.05)

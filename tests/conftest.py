@@ -18,6 +18,7 @@ from legato_pl.models.base import build_unet, save_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks' harness (saved_bytes, used by tests too)
 TINY_UNET = {
     "block_out_channels": [16, 32],
     "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
@@ -49,19 +50,6 @@ def tiny(method: str = "legato"):
 
     ode = {"legato": Legato, "residual": Residual}.get(method)
     return functools.partial(ode, adapter={"hidden": 8}) if ode else method
-
-
-def saved_bytes(fn, *args):
-    """``fn(*args)`` and the bytes of the distinct storages autograd saved for its backward."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        result = fn(*args)
-    return result, sum(seen.values())
 
 
 def randomize_(module: torch.nn.Module, scale: float = 0.1, seed: int = 1) -> None:

@@ -10,7 +10,8 @@ import torch
 from legato_pl import LegatoInputError, ODEAdapterConfig, attach_adapters, load_adapters, save_adapters
 from legato_pl.adapters.layer import ODEAdapter, time_grid
 
-from conftest import randomize_, saved_bytes, tiny_condition_unet, tiny_unet
+from conftest import randomize_, tiny_condition_unet, tiny_unet
+from harness import saved_bytes
 
 
 def _inputs(unet, seed: int = 0):

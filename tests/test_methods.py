@@ -221,7 +221,8 @@ def test_a_request_on_a_stack_trains_in_the_memory_of_one_on_the_base(tiny_base_
     in the backward pass): a training step saves about what it saves on the bare base."""
     from legato_pl import ODEAdapterConfig, attach_adapters, save_adapters
 
-    from conftest import randomize_, saved_bytes
+    from conftest import randomize_
+    from harness import saved_bytes
 
     first = attach_adapters(load_base_model(tiny_base_dir).unet, ODEAdapterConfig(hidden=64))
     randomize_(first, scale=0.2)
