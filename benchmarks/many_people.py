@@ -5,6 +5,8 @@
     python benchmarks/many_people.py --update --ks --stacked --t2i-ks --warm 1 5 10  # add warm-started requests
     python benchmarks/many_people.py --update --ks --stacked --t2i-ks --warm 1 5 10 --stop-per-person 16
     python benchmarks/many_people.py --update --methods --ks --t2i-ks --stacked 5 10 --request-steps 50
+    python benchmarks/many_people.py --update --methods --ks --t2i-ks --stacked 5 10 --request-steps 50 \
+        --retain-teacher base
 
 People: the base's people minus the dev people the configs were tuned on (George_W_Bush, Tony_Blair,
 Serena_Williams), drawn in a seeded order (``--seed``); the k erased are the first k of that order, so k = 1 is
@@ -23,7 +25,9 @@ person so far in ``forget`` (``model.warm_start``): the deployed model stays one
 stack. The config's stop checks 32 samples in all, about 6 per person at k = 5; ``--stop-per-person 16`` makes it
 check as many of each erased person as the score does (fits cached apart, rows labelled).
 ``--request-steps N`` caps every stacked and warm request at N steps (a chain of ten 300-step requests takes ~9 h of
-CPU); its runs are cached apart and its rows keyed ``k_stepsN`` beside the uncapped ones.
+CPU); its runs are cached apart and its rows keyed ``k_stepsN`` beside the uncapped ones. ``--retain-teacher base``
+holds each stacked request's others to the base instead of the stack so far (``model.retain_teacher``; the people
+earlier requests forgot stay held to the stack): cached apart, rows keyed ``k[_stepsN]_retainbase``.
 **Text-to-image** (``t2i``): legato (``configs/legato_t2i_lfw.yaml``) erases the first k names from the text-to-image
 LFW base (``--t2i-base``, pretrained with ``configs/pretrain_t2i_lfw.yaml`` when missing) in one fit; samples from the
 name prompts of the config's templates.
@@ -98,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-steps", type=int, default=0, metavar="N",
                    help="cap every stacked and warm-started request at N steps (0: --steps); their runs are cached "
                         "apart and their rows keyed k_stepsN, beside the rows of uncapped requests")
+    p.add_argument("--retain-teacher", choices=["stack", "base"], default="stack",
+                   help="what each stacked request holds the others to (model.retain_teacher): the stack so far, or "
+                        "the base for everyone no earlier request forgot; base-held runs are cached apart")
     p.add_argument("--stack-cost", type=int, default=0, metavar="N",
                    help="sampling cost of stacks of 1..N requests trained one step each (cost only: the adapters' "
                         "weights do not change the compute)")
@@ -223,6 +230,14 @@ def capped_requests(a: argparse.Namespace) -> tuple[argparse.Namespace, str]:
     return argparse.Namespace(**{**vars(a), "steps": a.request_steps}), f"_steps{a.request_steps}"
 
 
+def stacked_variant(a: argparse.Namespace) -> tuple[list[str], str]:
+    """The stacked requests' overrides for ``--retain-teacher`` and the suffix of their cache directory and row keys
+    ("" for the default, the stack)."""
+    if a.retain_teacher == "stack":
+        return [], ""
+    return ["--model.init_args.retain_teacher", a.retain_teacher], f"_retain{a.retain_teacher}"
+
+
 def scored(judge: Judge, run: Path, artifact: Path, erased: list[str], extra: dict) -> dict:
     """The cached score in ``run/score.json`` or a new one (made with the fit's base fingerprint)."""
     file = run / "score.json"
@@ -272,12 +287,14 @@ def main(argv: list[str] | None = None) -> dict:
     for section, requests, sizes in (("stacked", stack_requests, a.stacked), ("warm", warm_requests, a.warm)):
         if not sizes:
             continue
-        root = work / f"{section}{stop_tag(a.stop_per_person)}{cap}"
-        for k, run, fit in requests(request_args, root, people[:max(sizes)]):
+        variant, tag = stacked_variant(a) if section == "stacked" else ([], "")
+        root = work / f"{section}{stop_tag(a.stop_per_person)}{cap}{tag}"
+        for k, run, fit in requests(request_args, root, people[:max(sizes)], variant):
             if k in sizes:  # the deployed model after k requests, scored and timed
-                record([section], f"{k}{cap}", scored(judge, run, run / "weights", people[:k], {
+                record([section], f"{k}{cap}{tag}", scored(judge, run, run / "weights", people[:k], {
                     **cost(fit, run, a.stop_per_person), "request_seconds_total": fit.get("wall_time_s"),
                     **({"request_max_steps": a.request_steps} if cap else {}),
+                    **({"retain_teacher": a.retain_teacher} if tag else {}),
                     "sampling_seconds_per_step_vs_base": judge.sampling_step_ratio(run / "weights")}))
 
     if a.stack_cost:  # the cost of a deployed stack of k requests, k = 1..N
@@ -309,13 +326,13 @@ def stack_requests(a: argparse.Namespace, root: Path, people: list[str], extra: 
         previous = [str(run / "weights")]  # the new artifact holds the earlier ones
 
 
-def warm_requests(a: argparse.Namespace, root: Path, people: list[str]):
+def warm_requests(a: argparse.Namespace, root: Path, people: list[str], extra: list[str] = ()):
     """One legato request per person under ``root``, each warm-started from the previous artifact and forgetting
     everyone so far (``model.warm_start``; cached): yields ``(k, run, fit)``, one artifact for the first k."""
     for k in range(1, len(people) + 1):
         run = root / f"request{k}"
         warm = ["--model.init_args.warm_start", str(root / f"request{k - 1}" / "weights")] if k > 1 else []
-        yield k, run, cached_fit(a, json.dumps(people[:k]), run, stop_overrides(a, warm)[0])
+        yield k, run, cached_fit(a, json.dumps(people[:k]), run, stop_overrides(a, [*warm, *extra])[0])
 
 
 def kept_rows(a: argparse.Namespace, out: dict) -> dict:
@@ -324,8 +341,9 @@ def kept_rows(a: argparse.Namespace, out: dict) -> dict:
     if not file.is_file():
         return out
     before = json.loads(file.read_text())
-    cap = capped_requests(a)[1]
-    remade = {("one_fit", m, str(k)) for m in a.methods for k in a.ks} | {("stacked", f"{k}{cap}") for k in a.stacked}
+    cap, tag = capped_requests(a)[1], stacked_variant(a)[1]
+    remade = {("one_fit", m, str(k)) for m in a.methods for k in a.ks}
+    remade |= {("stacked", f"{k}{cap}{tag}") for k in a.stacked}
     remade |= {("warm", f"{k}{cap}") for k in a.warm}
     remade |= {("t2i", str(k)) for k in a.t2i_ks} | {("stack_cost", str(k + 1)) for k in range(a.stack_cost)}
 
@@ -369,6 +387,8 @@ def write_results(a: argparse.Namespace, out: dict) -> dict:
             label += f" (stop: {r['stop_per_person']} per person)"
         if r.get("request_max_steps"):
             label += f" (<= {r['request_max_steps']} steps a request)"
+        if r.get("retain_teacher"):
+            label += f" (others held to the {r['retain_teacher']})"
         return [label, len(r["people"]), with_interval(r, "acc_erased"), kept, with_interval(r, "FD_pre"),
                 with_interval(r, "face_rate_erased"), f"{r['moved_erased']:.2f}", f"{r['trainable_params']:,}",
                 r.get("steps_run"), r.get("seconds_per_step"), r.get("peak_rss_mb"), r.get("seconds_total")]

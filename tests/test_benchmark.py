@@ -230,6 +230,16 @@ def test_many_people_tiny_end_to_end(tiny_lfw_base, tmp_path, faces_root, monkey
     assert capped["stacked"]["2_steps1"]["request_max_steps"] == 1 and capped["stacked"]["2_steps1"]["steps_run"] == 1
     assert (tmp_path / "work" / "stacked_steps1" / "request2" / "weights" / "legato_method.json").is_file()
     assert "(<= 1 steps a request)" in (tmp_path / "results" / "many_people.md").read_text()
+    # --retain-teacher base: another capped chain whose requests hold the others to the base, keyed apart again
+    main([*args, "--exclude", "--update", "--methods", "--ks", "--t2i-ks", "--stacked", "2", "--request-steps", "1",
+          "--retain-teacher", "base", "--erased-samples", "2", "--resamples", "20"])
+    held = json.loads((tmp_path / "results" / "many_people.json").read_text())
+    assert set(held["stacked"]) == {"1", "2", "2_steps1", "2_steps1_retainbase"}
+    assert held["stacked"]["2_steps1"] == capped["stacked"]["2_steps1"]
+    assert held["stacked"]["2_steps1_retainbase"]["retain_teacher"] == "base"
+    second = tmp_path / "work" / "stacked_steps1_retainbase" / "request2"
+    assert yaml.safe_load((second / "fit" / "version_0" / "hparams.yaml").read_text())["retain_teacher"] == "base"
+    assert "(others held to the base)" in (tmp_path / "results" / "many_people.md").read_text()
 
 
 @pytest.mark.slow

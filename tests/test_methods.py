@@ -234,6 +234,40 @@ def test_a_request_on_a_stack_trains_in_the_memory_of_one_on_the_base(tiny_base_
     assert saved[1] < 1.1 * saved[0]
 
 
+def test_a_stacked_request_can_hold_the_others_to_the_base(tiny_base_dir, tmp_path):
+    """``retain_teacher="base"``: the retain term of a request on a stack matches the base alone for people no earlier
+    request forgot (the stack, which the new zero-initialised adapters reproduce, then misses it) and the stack for
+    the people earlier requests forgot (so they stay forgotten); ``"stack"`` matches the stack for everyone."""
+    from legato_pl.data import IdentityDataModule
+
+    _stack_of_two(tiny_base_dir, tmp_path)  # the second request forgot person_01
+    dm = IdentityDataModule(forget="person_03", image_size=16, batch_size=4, num_synthetic_identities=4,
+                            synthetic_images_per_identity=8, hflip=False)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    retain = {}
+    for teacher in ("stack", "base"):
+        module = UnlearningModule(str(tiny_base_dir), method=tiny(), previous_adapters=[str(tmp_path / "second")],
+                                  retain_teacher=teacher)
+        module.bind_data(dm)
+        for person in ("person_00", "person_01"):
+            rows = {**batch, "retain_labels": torch.full_like(batch["retain_labels"], dm.class_names.index(person))}
+            with torch.no_grad():
+                retain[teacher, person] = float(module.compute_losses(rows)["retain"])
+    # (not exactly 0: the teacher and the student batch their rows differently)
+    assert max(retain["stack", "person_00"], retain["stack", "person_01"], retain["base", "person_01"]) < 1e-10
+    assert retain["base", "person_00"] > 1e-4  # the stack drew person_00 otherwise than the base
+    x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.tensor([0, 2])
+    with torch.no_grad():
+        with module.base_unet() as base:  # every request's adapters off: the base alone
+            alone = base(x, t, class_labels=y).sample
+        assert torch.equal(alone, load_base_model(tiny_base_dir).unet.eval()(x, t, class_labels=y).sample)
+        assert not torch.equal(module.unet(x, t, class_labels=y).sample, alone)  # all back on after
+    with pytest.raises(ValueError, match="retain_teacher must be one of"):
+        UnlearningModule(str(tiny_base_dir), method=tiny(), retain_teacher="previous")
+
+
 @pytest.mark.parametrize("damage", ["missing", "changed"])
 def test_a_stack_with_a_missing_or_changed_part_is_refused(tiny_base_dir, tmp_path, damage):
     import shutil

@@ -21,6 +21,7 @@ MAX_STEPS = 30
 
 
 def fit(base_dir, out, lr: float, method: str = "full", callbacks: tuple = (), ckpt_path: str | None = None,
+        module_args: dict | None = None, max_steps: int = MAX_STEPS,
         **stop) -> tuple[pl.Trainer, StopWhenForgotten, UnlearningModule]:
     """Forget person_01 of the drawing base (it draws the synthetic people), judged by their colours: the full
     fine-tune forgets fastest there; the callback only sees the method's trainable parameters."""
@@ -28,10 +29,10 @@ def fit(base_dir, out, lr: float, method: str = "full", callbacks: tuple = (), c
     callback = StopWhenForgotten(encoder=pixel_encoder, every_n_steps=5, num_samples=8, num_inference_steps=10,
                                  **{"max_accuracy": 0.25, "min_moved": 0.0, **stop})
     module = UnlearningModule(str(base_dir), method=method, forget_target="negative", eta=2.0, lr=lr,
-                              output_dir=str(out / "weights"))
+                              output_dir=str(out / "weights"), **module_args or {})
     dm = IdentityDataModule(forget="person_01", image_size=16, batch_size=8, identities=TINY_IDENTITIES,
                             num_synthetic_identities=4, synthetic_images_per_identity=16, heldout_fraction=0.25)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=MAX_STEPS, logger=False, enable_checkpointing=bool(callbacks),
+    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=bool(callbacks),
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          callbacks=[callback, *callbacks])
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
@@ -135,6 +136,28 @@ def test_does_not_stop_when_nothing_is_forgotten(drawing_base_dir, tmp_path):
     assert len(callback.history) == MAX_STEPS // 5
     assert all(not callback.forgotten(r) for r in callback.history)
     assert callback.history[0]["accuracy"] > 0.25  # the base draws the person
+
+
+def test_a_stacked_request_judges_the_others_against_its_retain_teacher(drawing_base_dir, tmp_path):
+    """On a stack, the others' "before" samples are the stack's (``retain_teacher="stack"``) or the base's for
+    everyone no earlier request forgot (``"base"``): an untrained request has drifted from the first, not the second."""
+    from conftest import randomize_, tiny
+
+    first = UnlearningModule(str(drawing_base_dir), method=tiny())
+    randomize_(first.adapters, scale=0.2)
+    first.method.save(tmp_path / "first", forget=["person_02"])
+    stops = {}
+    for teacher in ("stack", "base"):
+        *_, stops[teacher], module = fit(drawing_base_dir, tmp_path / teacher, lr=0.0, method=tiny(), max_steps=5,
+                                         module_args={"previous_adapters": [str(tmp_path / "first")],
+                                                      "retain_teacher": teacher},
+                                         max_retain_drift=1.0, num_retain_samples=6)
+    assert stops["stack"].history[0]["retain_drift"] < 1e-6 < stops["base"].history[0]["retain_drift"]
+    labels = stops["base"]._labels
+    assert labels.tolist() == [1] * 8 + [0, 2, 3] * 2  # person_01 forgotten now; the others cycled
+    earlier = labels == TINY_IDENTITIES.index("person_02")  # forgotten by the first request: still the stack's
+    assert torch.equal(stops["base"]._before[earlier], stops["stack"]._before[earlier])
+    assert not torch.equal(stops["base"]._before[~earlier], stops["stack"]._before[~earlier])
 
 
 @pytest.mark.parametrize("bad", [{"every_n_steps": 0}, {"max_accuracy": 1.5}, {"min_moved": -0.1},

@@ -21,8 +21,9 @@ class StopWhenForgotten(Callback):
 
     Every ``every_n_steps`` training steps, ``num_samples`` samples of the forget people (cycled over them; at least
     ``min_samples_per_person`` each when set, so a check of many people is not thinner per person) are drawn at the
-    method's strength from fixed seeds (their base-model versions, same seeds, are drawn once) and scored by
-    the identity judge against the held-out real photos:
+    method's strength from fixed seeds (their teacher's versions, same seeds, are drawn once: the base alone
+    for the people a stacked request holds to it, ``retain_teacher``) and scored by the identity judge against the
+    held-out real photos:
 
     - ``accuracy``: share still identified as the forgotten person (nearest real-photo centroid);
     - ``moved``: share whose identity cosine to its base version is at or below the cosine between two
@@ -122,8 +123,13 @@ class StopWhenForgotten(Callback):
         module.eval()
         if self._judge is None:
             self._judge, self._labels = identity_judge(trainer, module, self.encoder), self._check_labels(trainer, module)
-            with module.method.teacher() as base:
-                self._before = self._sample(module, base)
+            with module.method.teacher() as teacher:
+                self._before = self._sample(module, teacher)
+            anchored = module.base_anchored(self._labels)
+            if anchored is not None and anchored.any():  # the people held to the base alone, as it draws them
+                with module.base_unet() as base:
+                    from_base = self._sample(module, base)
+                self._before = torch.where(anchored.view(-1, 1, 1, 1).to(from_base.device), from_base, self._before)
         after = self._sample(module, module.unet)
         module.train(was_training)
         rows = self._judge.update(self._before, after, self._labels)

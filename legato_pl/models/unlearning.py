@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -27,6 +29,7 @@ from legato_pl.objectives import (
 )
 
 ADVERSARIAL_INITS = ("name", "unconditional")
+RETAIN_TEACHERS = ("stack", "base")
 VALIDATION_NOISE_STEP = 10**9  # validation batch i draws the noise of "step" 10**9 + i: never a training step
 
 
@@ -94,6 +97,11 @@ class UnlearningModule(pl.LightningModule):
             They are loaded at strength 1 and frozen, so base + earlier requests is the new teacher and the new
             method trains on top of them (stackable methods only). The new artifact holds copies of them (a
             stack is one artifact): ``load_method`` on it alone gives the deployed model.
+        retain_teacher: what a stacked request holds the people it keeps to (the retain terms and the early stop's
+            "before"): ``stack`` (base + earlier requests, as deployed) or ``base`` (the base alone, for everyone no
+            earlier request forgot; the people earlier requests forgot keep the stack, so they stay forgotten). With
+            ``stack`` each request keeps the others within its bar of the stack it trains on, so a long stack's
+            drifts add up; ``base`` holds every request to the base. No effect without ``previous_adapters``.
         warm_start: an earlier request's artifact (same method and options) to continue from instead of stacking
             on it: the new artifact replaces it, so the deployed model stays one request. ``forget`` must list
             the people it forgot too (everyone else is retained, and would be brought back). The fit starts
@@ -124,6 +132,7 @@ class UnlearningModule(pl.LightningModule):
         output_dir: str | None = None,
         seed: int = 0,
         previous_adapters: list[str] | None = None,
+        retain_teacher: str = "stack",
         prompt_templates: list[str] | None = None,
         anchor_prompt: str = "a person",
         base_dtype: str | None = None,
@@ -143,6 +152,8 @@ class UnlearningModule(pl.LightningModule):
                                    "w_adversarial_path > 0 too")
         if warm_start and previous_adapters:
             raise LegatoInputError("warm_start replaces an earlier request, previous_adapters stacks on them: give one")
+        if retain_teacher not in RETAIN_TEACHERS:
+            raise LegatoInputError(f"retain_teacher must be one of {RETAIN_TEACHERS}, got {retain_teacher!r}")
         if adversarial_lr <= 0:
             raise LegatoInputError(f"adversarial_lr must be > 0, got {adversarial_lr}")
         if adversarial_init not in ADVERSARIAL_INITS:
@@ -171,7 +182,8 @@ class UnlearningModule(pl.LightningModule):
             raise LegatoInputError(f"untrained_path_samples must be >= 1, got {untrained_path_samples}")
         self._untrained_bank: Tensor | None = None
         # earlier requests first: their hooks run before the new adapters' on every stage
-        stack_parts(previous_adapters or [])  # a missing, changed or repeated earlier request: refused here
+        parts = stack_parts(previous_adapters or [])  # a missing, changed or repeated earlier request: refused here
+        self._stack_forgot = sorted({name for _, entry in parts for name in entry.get("forget") or []})
         self.previous_adapters = nn.ModuleList(load_method(self.unet, path) for path in previous_adapters or [])
         for path, earlier in zip(previous_adapters or [], self.previous_adapters):
             if not earlier.stackable:
@@ -190,6 +202,7 @@ class UnlearningModule(pl.LightningModule):
             for p in self.method.trainable_parameters():  # what trains stays fp32 (diffusers' LoRA examples do so)
                 p.data = p.data.float()
         self.register_buffer("label_map", torch.arange(len(self.identities)), persistent=False)
+        self._index_stack_forgotten()
         self.strict_loading = False  # checkpoints hold the trainable state only
 
     @property
@@ -201,6 +214,33 @@ class UnlearningModule(pl.LightningModule):
         """The ODE adapters of ODE methods (``legato`` / ``residual``); None otherwise. Every method's
         strength knob is ``self.method.strength``."""
         return getattr(self.method, "adapters", None)
+
+    def _index_stack_forgotten(self) -> None:
+        index = {n: i for i, n in enumerate(self.identities)}
+        self.register_buffer("stack_forgotten", torch.tensor([index[n] for n in self._stack_forgot if n in index],
+                                                             dtype=torch.long, device=self.device), persistent=False)
+
+    def base_anchored(self, labels: Tensor) -> Tensor | None:
+        """Which rows of ``labels`` (base class indices) are held to the base alone, not to the stack
+        (``retain_teacher="base"`` on a stack: everyone no earlier request forgot); None when every row's teacher is
+        the method's."""
+        if self.hparams.retain_teacher != "base" or not len(self.previous_adapters):
+            return None
+        return ~torch.isin(labels, self.stack_forgotten.to(labels.device))
+
+    @contextmanager
+    def base_unet(self) -> Iterator[nn.Module]:
+        """The shared UNet with this request's adapters and every earlier request's off: the base alone."""
+        def parts(method: UnlearningMethod) -> Iterator[UnlearningMethod]:
+            for earlier in method.earlier:
+                yield from parts(earlier)
+            yield method
+
+        with ExitStack() as off:
+            for previous in self.previous_adapters:
+                for part in parts(previous):
+                    off.enter_context(part.teacher())
+            yield off.enter_context(self.method.teacher())
 
     # setup -----------------------------------------------------------------------------------
     @override
@@ -242,6 +282,7 @@ class UnlearningModule(pl.LightningModule):
         forgotten = [index[n] for n in getattr(dm, "forget", [])]
         self.register_buffer("forget_classes", torch.tensor(forgotten, dtype=torch.long, device=self.device),
                              persistent=False)
+        self._index_stack_forgotten()
         if self._attacks and getattr(self, "adversary", None) is None:
             own = self.hparams.adversarial_init == "name"  # else from the unconditional input, as the audit's inversion
             self.adversary = ConditionAdversary([cond.soft_init(self.unet, f if own else None) for f in forgotten],
@@ -320,7 +361,7 @@ class UnlearningModule(pl.LightningModule):
             xp, _, tp = add_noise(self.scheduler, bank[rows, pick], gen, rank, world)
             xp = xp.to(dtype)
 
-        # teacher: same UNet, adapters off, one forward
+        # teacher: same UNet, adapters off, one forward (and the base alone for the rows held to it)
         target = h.forget_target
         anchor_f = e_fresh if target == "untrained" else e_r[partner_index] if target == "other" else e_anchor[:nf]
         t_fwd = BatchedForward()
@@ -339,6 +380,15 @@ class UnlearningModule(pl.LightningModule):
             if use_path:  # the fresh row's stranger, as the base denoises it under the fresh row
                 t_fwd["path"] = (xp, tp, e_fresh)
             teacher = t_fwd(lambda x, t, e: cond.predict(teacher_unet, x, t, e))
+        anchored = self.base_anchored(yr)
+        if anchored is not None and anchored.any():  # the others as the base alone predicts them
+            held = anchored.nonzero().squeeze(1)
+            b_fwd = BatchedForward()
+            b_fwd["retain"], b_fwd["retain_null"] = (xr[held], tr[held], e_r[held]), (xr[held], tr[held], e_null[held])
+            with torch.no_grad(), self.base_unet() as base_unet:
+                base = b_fwd(lambda x, t, e: cond.predict(base_unet, x, t, e))
+            for name, value in base.items():
+                teacher[name] = teacher[name].index_copy(0, held, value)
         anchor = teacher["forget"]
 
         def pushed_from(name: str) -> Tensor:  # the forget target against the teacher's prediction ``name``
