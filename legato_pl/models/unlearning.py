@@ -230,15 +230,11 @@ class UnlearningModule(pl.LightningModule):
 
     @contextmanager
     def base_unet(self) -> Iterator[nn.Module]:
-        """The shared UNet with this request's adapters and every earlier request's off: the base alone."""
-        def parts(method: UnlearningMethod) -> Iterator[UnlearningMethod]:
-            for earlier in method.earlier:
-                yield from parts(earlier)
-            yield method
-
+        """The shared UNet with this request's adapters and every earlier request's off: the base alone (a loaded
+        stack's ``earlier`` parts are single requests: ``write_stack`` flattens them)."""
         with ExitStack() as off:
             for previous in self.previous_adapters:
-                for part in parts(previous):
+                for part in (*previous.earlier, previous):
                     off.enter_context(part.teacher())
             yield off.enter_context(self.method.teacher())
 
